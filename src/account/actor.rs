@@ -1,0 +1,157 @@
+//! The cache actor: the one task that owns the `AccountState`.
+//!
+//! Others hold a cheap, cloneable `CacheHandle`: the stream task sends updates through it, the
+//! HTTP server and the Redis sink ask for views. The actor applies each update and hands the
+//! resulting changes to the sinks over unbounded channels, so it never waits on Postgres or
+//! Redis (each sink drains its channel at once into its own bounded, coalescing buffer).
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::change::{Change, Kind};
+use super::model::Millis;
+use super::state::{AccountState, AccountView, Drops};
+use super::update::Update;
+
+/// Changes of one update, shared by every sink.
+pub type ChangeBatch = Arc<[Change]>;
+
+/// How many commands may wait for the actor before senders wait.
+const MAILBOX: usize = 4096;
+
+enum Command {
+    Apply {
+        event_time: Millis,
+        update: Update,
+        done: Option<oneshot::Sender<usize>>,
+    },
+    View(oneshot::Sender<AccountView>),
+    Close,
+}
+
+/// A handle to the cache actor.
+#[derive(Clone, Debug)]
+pub struct CacheHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl CacheHandle {
+    /// Queues an update for the cache.
+    pub async fn apply(&self, event_time: Millis, update: Update) -> anyhow::Result<()> {
+        self.tx
+            .send(Command::Apply {
+                event_time,
+                update,
+                done: None,
+            })
+            .await
+            .map_err(|_| anyhow!("the cache actor has stopped"))
+    }
+
+    /// Applies an update and waits until it is applied; returns how many changes it made.
+    pub async fn apply_and_wait(
+        &self,
+        event_time: Millis,
+        update: Update,
+    ) -> anyhow::Result<usize> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Apply {
+                event_time,
+                update,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| anyhow!("the cache actor has stopped"))?;
+        rx.await.context("the cache actor stopped before answering")
+    }
+
+    /// The whole cached account, consistent at one seq.
+    pub async fn view(&self) -> anyhow::Result<AccountView> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::View(tx))
+            .await
+            .map_err(|_| anyhow!("the cache actor has stopped"))?;
+        rx.await.context("the cache actor stopped before answering")
+    }
+
+    /// Stops the actor after the commands already queued; the sinks' channels then close.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Command::Close).await;
+    }
+}
+
+/// Starts the actor. Every batch of changes is sent to each of `sinks`.
+pub fn spawn(
+    state: AccountState,
+    sinks: Vec<mpsc::UnboundedSender<ChangeBatch>>,
+) -> (CacheHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let task = tokio::spawn(run(state, rx, sinks));
+    (CacheHandle { tx }, task)
+}
+
+async fn run(
+    mut state: AccountState,
+    mut rx: mpsc::Receiver<Command>,
+    sinks: Vec<mpsc::UnboundedSender<ChangeBatch>>,
+) {
+    let mut drops = Drops::default();
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Apply {
+                event_time,
+                update,
+                done,
+            } => {
+                let changes = state.apply(event_time, update);
+                let n = changes.len();
+                if n > 0 {
+                    for c in &changes {
+                        metrics::counter!("acctstate_changes_total", "kind" => c.kind().as_str(), "source" => c.source.as_str()).increment(1);
+                    }
+                    let batch: ChangeBatch = changes.into();
+                    for sink in &sinks {
+                        // A sink that has stopped is gone for good; the others still get it.
+                        let _ = sink.send(batch.clone());
+                    }
+                }
+                record_drops(&mut drops, state.drops());
+                metrics::gauge!("acctstate_open_orders").set(state.open_order_count() as f64);
+                metrics::gauge!("acctstate_seq").set(state.last_seq() as f64);
+                if let Some(done) = done {
+                    let _ = done.send(n);
+                }
+            }
+            Command::View(reply) => {
+                let _ = reply.send(state.view());
+            }
+            Command::Close => break,
+        }
+    }
+    tracing::info!(seq = state.last_seq(), "cache actor stopped");
+}
+
+/// Moves the drop counters forward to the state's totals.
+fn record_drops(seen: &mut Drops, now: Drops) {
+    for (reason, before, after) in [
+        ("unchanged", seen.unchanged, now.unchanged),
+        ("stale", seen.stale, now.stale),
+        ("duplicate", seen.duplicate, now.duplicate),
+    ] {
+        if after > before {
+            metrics::counter!("acctstate_dropped_updates_total", "reason" => reason)
+                .increment(after - before);
+        }
+    }
+    *seen = now;
+}
+
+/// Kinds that have a current-state table and hash (not fills, not status).
+pub fn is_state_kind(kind: Kind) -> bool {
+    matches!(kind, Kind::Balance | Kind::Position | Kind::Order)
+}

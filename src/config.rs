@@ -1,0 +1,571 @@
+//! Settings: layered with the `config` crate exactly as the contract's §2 says, validated
+//! before anything connects. Secrets are wrapped in `Secret`, whose `Debug` never shows them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::account::Market;
+
+/// The defaults, built into the binary so it runs from any directory.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A string that must never be printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() { "<set>" } else { "<unset>" })
+    }
+}
+
+/// A configuration problem: the key and what is wrong with it. Exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub account_id: String,
+    pub binance: BinanceSettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BinanceSettings {
+    pub market: String,
+    pub api_key: Secret,
+    pub api_secret: Secret,
+    pub rest_url: String,
+    pub ws_url: String,
+    pub recv_window_ms: u64,
+    pub reconcile_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub rotate_after_secs: u64,
+    pub keepalive_secs: u64,
+    pub max_frame_bytes: usize,
+    pub rest_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PostgresSettings {
+    pub url: Secret,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub history_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub listen: String,
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShutdownSettings {
+    pub drain_timeout_secs: u64,
+}
+
+impl Settings {
+    /// Loads from the process environment (and `$CREDENTIALS_DIRECTORY` files).
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut env: HashMap<String, String> = std::env::vars().collect();
+        if let Some(dir) = env.get("CREDENTIALS_DIRECTORY").cloned() {
+            for (file, var) in [
+                ("binance_api_key", "BINANCE_API_KEY"),
+                ("binance_api_secret", "BINANCE_API_SECRET"),
+                ("database_url", "DATABASE_URL"),
+                ("redis_url", "REDIS_URL"),
+            ] {
+                if let Ok(v) = std::fs::read_to_string(Path::new(&dir).join(file)) {
+                    env.insert(var.to_owned(), v.trim().to_owned());
+                }
+            }
+        }
+        Settings::load_from(config_file, &env)
+    }
+
+    /// Loads from the given variables instead of the process environment (tests).
+    pub fn load_from(
+        config_file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut b = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            b = b.add_source(File::from(path).required(true));
+        }
+        let prefixed: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("ACCTSTATE__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        b = b.add_source(
+            Environment::with_prefix("ACCTSTATE")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(prefixed)),
+        );
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let database_url = get("DATABASE_URL").or_else(|| pg_url_from_parts(env));
+        let port = get("PORT").map(|p| format!("0.0.0.0:{p}"));
+        let override_opt = |b: config::ConfigBuilder<config::builder::DefaultState>,
+                            key: &str,
+                            v: Option<String>| {
+            b.set_override_option(key, v)
+                .map_err(|e| ConfigError::new(key, e.to_string()))
+        };
+        b = override_opt(b, "postgres.url", database_url)?;
+        b = override_opt(b, "redis.url", get("REDIS_URL"))?;
+        b = override_opt(b, "binance.api_key", get("BINANCE_API_KEY"))?;
+        b = override_opt(b, "binance.api_secret", get("BINANCE_API_SECRET"))?;
+        b = override_opt(b, "http.listen", port)?;
+        let cfg = b.build().map_err(config_error)?;
+        let mut s: Settings = cfg.try_deserialize().map_err(config_error)?;
+        s.postgres.url = Secret::new(with_required_ssl(s.postgres.url.expose()));
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn market(&self) -> Market {
+        // validate() guarantees the value.
+        self.binance.market.parse().unwrap_or(Market::Spot)
+    }
+
+    pub fn rest_url(&self) -> String {
+        match (self.binance.rest_url.as_str(), self.market()) {
+            ("", Market::Spot) => "https://api.binance.com".into(),
+            ("", Market::Usdm) => "https://fapi.binance.com".into(),
+            (u, _) => u.trim_end_matches('/').into(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        match (self.binance.ws_url.as_str(), self.market()) {
+            ("", Market::Spot) => "wss://ws-api.binance.com:443/ws-api/v3".into(),
+            ("", Market::Usdm) => "wss://fstream.binance.com".into(),
+            (u, _) => u.trim_end_matches('/').into(),
+        }
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.http
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// The credentials `run` needs; named when missing.
+    pub fn require_credentials(&self) -> Result<(), ConfigError> {
+        let missing: Vec<&str> = [
+            ("binance.api_key (BINANCE_API_KEY)", &self.binance.api_key),
+            (
+                "binance.api_secret (BINANCE_API_SECRET)",
+                &self.binance.api_secret,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_set())
+        .map(|(k, _)| k)
+        .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                missing.join(", "),
+                "required by `run` but not set",
+            ))
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.account_id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::new(
+                "account_id",
+                format!("must match [a-zA-Z0-9_-]{{1,64}}, got `{id}`"),
+            ));
+        }
+        self.binance
+            .market
+            .parse::<Market>()
+            .map_err(|e| ConfigError::new("binance.market", e))?;
+        check_url(
+            "binance.rest_url",
+            &self.binance.rest_url,
+            &["http", "https"],
+        )?;
+        check_url("binance.ws_url", &self.binance.ws_url, &["ws", "wss"])?;
+        if !(1..=60_000).contains(&self.binance.recv_window_ms) {
+            return Err(ConfigError::new(
+                "binance.recv_window_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        for (key, v) in [
+            ("binance.idle_timeout_secs", self.binance.idle_timeout_secs),
+            ("binance.rotate_after_secs", self.binance.rotate_after_secs),
+            ("binance.keepalive_secs", self.binance.keepalive_secs),
+            ("binance.rest_timeout_secs", self.binance.rest_timeout_secs),
+            (
+                "shutdown.drain_timeout_secs",
+                self.shutdown.drain_timeout_secs,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if self.binance.max_frame_bytes < 1024 {
+            return Err(ConfigError::new(
+                "binance.max_frame_bytes",
+                "must be at least 1024",
+            ));
+        }
+        check_url(
+            "postgres.url",
+            self.postgres.url.expose(),
+            &["postgres", "postgresql"],
+        )?;
+        if self.postgres.max_connections == 0 {
+            return Err(ConfigError::new(
+                "postgres.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.postgres.min_connections > self.postgres.max_connections {
+            return Err(ConfigError::new(
+                "postgres.min_connections",
+                "must not exceed postgres.max_connections",
+            ));
+        }
+        if self.postgres.history_limit == 0 {
+            return Err(ConfigError::new(
+                "postgres.history_limit",
+                "must be at least 1",
+            ));
+        }
+        check_url("redis.url", self.redis.url.expose(), &["redis", "rediss"])?;
+        let p = &self.redis.prefix;
+        if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c == ':') {
+            return Err(ConfigError::new(
+                "redis.prefix",
+                "must be non-empty, without spaces or `:`",
+            ));
+        }
+        self.http.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "http.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.http.listen
+                ),
+            )
+        })?;
+        if !matches!(self.log.format.as_str(), "json" | "pretty") {
+            return Err(ConfigError::new(
+                "log.format",
+                format!("must be `json` or `pretty`, got `{}`", self.log.format),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn config_error(e: config::ConfigError) -> ConfigError {
+    // The config crate's messages name the key ("... for key `postgres.max_connections`").
+    let msg = e.to_string();
+    let key = msg
+        .split("key `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("configuration")
+        .to_owned();
+    ConfigError::new(key, msg)
+}
+
+/// Checks an optional URL: empty is fine, anything else must parse with one of the schemes.
+/// The message never repeats the URL (it may hold a password).
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    match url::Url::parse(value) {
+        Ok(u) if schemes.contains(&u.scheme()) => Ok(()),
+        Ok(u) => Err(ConfigError::new(
+            key,
+            format!(
+                "scheme `{}` is not one of {}",
+                u.scheme(),
+                schemes.join(", ")
+            ),
+        )),
+        Err(e) => Err(ConfigError::new(key, format!("not a valid URL ({e})"))),
+    }
+}
+
+/// Builds a Postgres URL from the libpq variables, if PGHOST or PGDATABASE is set.
+fn pg_url_from_parts(env: &HashMap<String, String>) -> Option<String> {
+    let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
+    if get("PGHOST").is_none() && get("PGDATABASE").is_none() {
+        return None;
+    }
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let host = get("PGHOST").map_or("localhost", |v| v.as_str());
+    let port = get("PGPORT").map_or("5432", |v| v.as_str());
+    let user = get("PGUSER").map_or_else(|| "postgres".to_owned(), |v| enc(v));
+    let auth = match get("PGPASSWORD") {
+        Some(p) => format!("{user}:{}", enc(p)),
+        None => user,
+    };
+    let db = get("PGDATABASE").map_or_else(|| "postgres".to_owned(), |v| enc(v));
+    Some(format!("postgres://{auth}@{host}:{port}/{db}"))
+}
+
+/// Adds `sslmode=require` for Railway and Neon hosts unless the URL sets sslmode.
+pub fn with_required_ssl(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let needs_tls =
+        host.ends_with(".railway.app") || host.ends_with(".rlwy.net") || host.contains("neon");
+    let has_mode = parsed.query_pairs().any(|(k, _)| k == "sslmode");
+    if !needs_tls || has_mode {
+        return url.to_owned();
+    }
+    let sep = if parsed.query().is_some() { '&' } else { '?' };
+    format!("{url}{sep}sslmode=require")
+}
+
+/// The URL without its password, for logs and `check`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = Settings::load_from(None, &env(&[])).unwrap();
+        assert_eq!(s.account_id, "main");
+        assert_eq!(s.market(), Market::Spot);
+        assert_eq!(s.postgres.max_connections, 10);
+        assert_eq!(s.postgres.min_connections, 2);
+        assert_eq!(s.redis.prefix, "acctstate");
+        assert_eq!(s.rest_url(), "https://api.binance.com");
+        assert_eq!(s.shutdown.drain_timeout_secs, 10);
+    }
+
+    #[test]
+    fn prefixed_and_conventional_variables() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("ACCTSTATE__BINANCE__MARKET", "usdm"),
+                ("ACCTSTATE__ACCOUNT_ID", "acct-7"),
+                ("ACCTSTATE__POSTGRES__URL", "postgres://a@b/c"),
+                ("DATABASE_URL", "postgres://x@db.example/d"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("BINANCE_API_KEY", "k"),
+                ("BINANCE_API_SECRET", "s"),
+                ("PORT", "9000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.market(), Market::Usdm);
+        assert_eq!(s.account_id, "acct-7");
+        assert_eq!(s.postgres.url.expose(), "postgres://x@db.example/d");
+        assert_eq!(s.http.listen, "0.0.0.0:9000");
+        assert_eq!(s.rest_url(), "https://fapi.binance.com");
+        assert!(s.require_credentials().is_ok());
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("x@db.example") && dbg.contains("<set>"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn pg_parts_and_ssl() {
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("PGHOST", "monorail.proxy.rlwy.net"),
+                ("PGPORT", "41234"),
+                ("PGUSER", "u"),
+                ("PGPASSWORD", "p@ss word"),
+                ("PGDATABASE", "railway"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.postgres.url.expose(),
+            "postgres://u:p%40ss%20word@monorail.proxy.rlwy.net:41234/railway?sslmode=require"
+        );
+        assert_eq!(
+            with_required_ssl("postgres://u@ep-x.neon.tech/db?sslmode=disable"),
+            "postgres://u@ep-x.neon.tech/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_required_ssl("postgres://u@x.railway.app/db?a=1"),
+            "postgres://u@x.railway.app/db?a=1&sslmode=require"
+        );
+        assert_eq!(
+            with_required_ssl("postgres://u@127.0.0.1/db"),
+            "postgres://u@127.0.0.1/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("ACCTSTATE__ACCOUNT_ID", "has space", "account_id"),
+            ("ACCTSTATE__BINANCE__MARKET", "coinm", "binance.market"),
+            (
+                "ACCTSTATE__BINANCE__REST_URL",
+                "ftp://x",
+                "binance.rest_url",
+            ),
+            ("ACCTSTATE__BINANCE__WS_URL", "not a url", "binance.ws_url"),
+            (
+                "ACCTSTATE__BINANCE__RECV_WINDOW_MS",
+                "70000",
+                "binance.recv_window_ms",
+            ),
+            (
+                "ACCTSTATE__BINANCE__RECV_WINDOW_MS",
+                "abc",
+                "binance.recv_window_ms",
+            ),
+            ("DATABASE_URL", "mysql://x/y", "postgres.url"),
+            (
+                "ACCTSTATE__POSTGRES__MAX_CONNECTIONS",
+                "0",
+                "postgres.max_connections",
+            ),
+            (
+                "ACCTSTATE__POSTGRES__MIN_CONNECTIONS",
+                "50",
+                "postgres.min_connections",
+            ),
+            ("REDIS_URL", "http://x", "redis.url"),
+            ("ACCTSTATE__REDIS__PREFIX", "a b", "redis.prefix"),
+            ("PORT", "notaport", "http.listen"),
+            ("ACCTSTATE__HTTP__LISTEN", "localhost", "http.listen"),
+            ("ACCTSTATE__LOG__FORMAT", "xml", "log.format"),
+            (
+                "ACCTSTATE__SHUTDOWN__DRAIN_TIMEOUT_SECS",
+                "0",
+                "shutdown.drain_timeout_secs",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::load_from(None, &env(&[(var, value)]))
+                .expect_err(&format!("{var}={value} must be rejected"));
+            assert_eq!(err.key, key, "{var}={value}: {err}");
+        }
+        let s = Settings::load_from(None, &env(&[])).unwrap();
+        let err = s.require_credentials().unwrap_err();
+        assert!(err.key.contains("binance.api_key") && err.key.contains("binance.api_secret"));
+    }
+
+    #[test]
+    fn config_file_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("extra.toml");
+        std::fs::write(
+            &path,
+            "account_id = \"fromfile\"\n[redis]\nprefix = \"p1\"\n",
+        )
+        .unwrap();
+        let s =
+            Settings::load_from(Some(&path), &env(&[("ACCTSTATE__REDIS__PREFIX", "p2")])).unwrap();
+        assert_eq!(s.account_id, "fromfile");
+        assert_eq!(s.redis.prefix, "p2");
+        let err =
+            Settings::load_from(Some(&dir.path().join("missing.toml")), &env(&[])).unwrap_err();
+        assert_eq!(err.key, "--config");
+    }
+}

@@ -1,0 +1,275 @@
+//! The Redis publisher: state keys and PUBLISH in one MULTI/EXEC per batch (contract §4).
+//!
+//! With `P` = `{prefix}:{account_id}`: hashes `P:balances`, `P:positions`, `P:open_orders`, the
+//! string `P:seq`, and one channel per kind. Pub/sub is at-most-once, so while Redis is down
+//! messages are dropped (counted); once Redis answers again the state keys are rewritten from
+//! the cache's view and `{"event":"resync"}` is published on `P:status`. Changes the view
+//! already covers (seq ≤ the view's) are then skipped, so nothing is applied twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fred::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::account::state::AccountView;
+use crate::account::{CacheHandle, Change, ChangeBatch, Entity, Kind};
+
+/// Most changes in one MULTI/EXEC.
+const MAX_BATCH: usize = 2000;
+
+/// The key and channel names of one account.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub account_id: String,
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, account_id: &str) -> Self {
+        Keys {
+            account_id: account_id.to_owned(),
+            base: format!("{prefix}:{account_id}"),
+        }
+    }
+    pub fn channel(&self, kind: Kind) -> String {
+        format!("{}:{}", self.base, kind.as_str())
+    }
+    pub fn balances(&self) -> String {
+        format!("{}:balances", self.base)
+    }
+    pub fn positions(&self) -> String {
+        format!("{}:positions", self.base)
+    }
+    pub fn open_orders(&self) -> String {
+        format!("{}:open_orders", self.base)
+    }
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.base)
+    }
+}
+
+/// A fred client configured so that Redis being down is a fast, counted error: reconnect
+/// forever, a bounded command buffer and a command timeout.
+pub fn client(url: &str) -> anyhow::Result<Client> {
+    let config = Config::from_url(url).context("redis.url is not a valid Redis URL")?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_buffer_len = 10_000;
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .context("building the Redis client")?;
+    Ok(client)
+}
+
+/// The JSON a hash holds for an entity (the same as a message's `data`).
+fn entity_json(e: &Entity) -> anyhow::Result<String> {
+    serde_json::to_string(e).context("serialize entity")
+}
+
+/// Writes and publishes one batch of changes in one MULTI/EXEC.
+async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::Result<()> {
+    let Some(last) = changes.last() else {
+        return Ok(());
+    };
+    let trx = client.multi();
+    for c in changes {
+        match &c.entity {
+            Entity::Balance(b) => {
+                let _: () = trx
+                    .hset(keys.balances(), (b.asset.as_str(), entity_json(&c.entity)?))
+                    .await?;
+            }
+            Entity::Position(p) => {
+                let _: () = trx
+                    .hset(keys.positions(), (p.key(), entity_json(&c.entity)?))
+                    .await?;
+            }
+            Entity::Order(o) if o.status.is_final() => {
+                let _: () = trx.hdel(keys.open_orders(), o.key()).await?;
+            }
+            Entity::Order(o) => {
+                let _: () = trx
+                    .hset(keys.open_orders(), (o.key(), entity_json(&c.entity)?))
+                    .await?;
+            }
+            Entity::Fill(_) | Entity::Status(_) => {}
+        }
+        let msg = c.message(&keys.account_id).to_string();
+        let _: () = trx.publish(keys.channel(c.kind()), msg).await?;
+    }
+    let _: () = trx.set(keys.seq(), last.seq, None, None, false).await?;
+    let _: Value = trx.exec(true).await.context("MULTI/EXEC")?;
+    Ok(())
+}
+
+/// Rewrites every state key from the cache's view and publishes the resync status.
+async fn resync(client: &Client, keys: &Keys, view: &AccountView) -> anyhow::Result<()> {
+    let trx = client.multi();
+    let _: () = trx
+        .del(vec![keys.balances(), keys.positions(), keys.open_orders()])
+        .await?;
+    let as_json = |e: Entity| entity_json(&e);
+    let mut balances = Vec::with_capacity(view.balances.len());
+    for (k, b) in &view.balances {
+        balances.push((k.clone(), as_json(Entity::Balance(b.clone()))?));
+    }
+    let mut positions = Vec::with_capacity(view.positions.len());
+    for (k, p) in &view.positions {
+        positions.push((k.clone(), as_json(Entity::Position(p.clone()))?));
+    }
+    let mut orders = Vec::with_capacity(view.open_orders.len());
+    for (k, o) in &view.open_orders {
+        orders.push((k.clone(), as_json(Entity::Order(o.clone()))?));
+    }
+    for (key, fields) in [
+        (keys.balances(), balances),
+        (keys.positions(), positions),
+        (keys.open_orders(), orders),
+    ] {
+        for chunk in fields.chunks(1000) {
+            let _: () = trx.hset(key.clone(), chunk.to_vec()).await?;
+        }
+    }
+    let _: () = trx.set(keys.seq(), view.seq, None, None, false).await?;
+    let msg = serde_json::json!({
+        "v": 1,
+        "account_id": keys.account_id,
+        "seq": view.seq,
+        "kind": "status",
+        "source": "snapshot",
+        "event_time": chrono::Utc::now().timestamp_millis(),
+        "data": {"event": "resync"},
+    });
+    let _: () = trx
+        .publish(keys.channel(Kind::Status), msg.to_string())
+        .await?;
+    let _: Value = trx.exec(true).await.context("MULTI/EXEC")?;
+    Ok(())
+}
+
+/// Runs until the change channel closes and every queued change has been tried.
+pub async fn run(
+    client: Client,
+    keys: Keys,
+    cache: CacheHandle,
+    mut rx: mpsc::UnboundedReceiver<ChangeBatch>,
+) {
+    let reconnected = Arc::new(AtomicBool::new(false));
+    {
+        let flag = reconnected.clone();
+        let _ = client.on_reconnect(move |server| {
+            let flag = flag.clone();
+            async move {
+                tracing::info!(server = %server, "redis reconnected");
+                flag.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+    }
+    let _connection = client.connect();
+    let mut needs_resync = true;
+    let mut covered_seq = i64::MIN;
+    let mut last_attempt: Option<Instant> = None;
+    let mut up = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut batches: Vec<ChangeBatch> = Vec::new();
+    let mut open = true;
+    while open {
+        tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => batches.push(b),
+                None => open = false,
+            },
+            _ = tick.tick() => {}
+        }
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
+        }
+        if reconnected.swap(false, Ordering::SeqCst) {
+            needs_resync = true;
+        }
+        if needs_resync {
+            let due = last_attempt.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if client.is_connected() && due {
+                last_attempt = Some(Instant::now());
+                match cache.view().await {
+                    Ok(view) => match resync(&client, &keys, &view).await {
+                        Ok(()) => {
+                            tracing::info!(
+                                seq = view.seq,
+                                balances = view.balances.len(),
+                                positions = view.positions.len(),
+                                open_orders = view.open_orders.len(),
+                                "redis up: state keys rewritten from the cache (resync)"
+                            );
+                            metrics::counter!("acctstate_redis_resyncs_total").increment(1);
+                            needs_resync = false;
+                            covered_seq = view.seq;
+                            set_up(&mut up, true);
+                        }
+                        Err(e) => {
+                            set_up(&mut up, false);
+                            tracing::debug!(error = %format!("{e:#}"), "redis resync failed");
+                        }
+                    },
+                    // The actor is gone (shutdown): publish what is left without a resync.
+                    Err(_) => needs_resync = false,
+                }
+            }
+        }
+        if batches.is_empty() {
+            continue;
+        }
+        let all: Vec<ChangeBatch> = std::mem::take(&mut batches);
+        let changes: Vec<&Change> = all
+            .iter()
+            .flat_map(|b| b.iter())
+            .filter(|c| c.seq > covered_seq)
+            .collect();
+        if needs_resync {
+            // Redis is down: pub/sub is at-most-once, the resync will restore the state keys.
+            metrics::counter!("acctstate_redis_dropped_total").increment(changes.len() as u64);
+            continue;
+        }
+        for chunk in changes.chunks(MAX_BATCH) {
+            let started = Instant::now();
+            match publish(&client, &keys, chunk).await {
+                Ok(()) => {
+                    metrics::histogram!("acctstate_redis_publish_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("acctstate_redis_published_total")
+                        .increment(chunk.len() as u64);
+                    set_up(&mut up, true);
+                }
+                Err(e) => {
+                    metrics::counter!("acctstate_redis_errors_total").increment(1);
+                    metrics::counter!("acctstate_redis_dropped_total")
+                        .increment(chunk.len() as u64);
+                    if up || !needs_resync {
+                        tracing::error!(error = %format!("{e:#}"), "redis down: publish failed; will resync when it is back");
+                    }
+                    set_up(&mut up, false);
+                    needs_resync = true;
+                    break;
+                }
+            }
+        }
+    }
+    let _ = client.quit().await;
+    tracing::info!("redis publisher stopped");
+}
+
+fn set_up(up: &mut bool, now: bool) {
+    *up = now;
+    metrics::gauge!("acctstate_redis_up").set(if now { 1.0 } else { 0.0 });
+}

@@ -1,0 +1,48 @@
+//! Logs and metrics setup: JSON lines on stdout (top-level `message`) or pretty text, level from
+//! `RUST_LOG` or `log.level`; one process-wide Prometheus recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSettings;
+
+/// Installs the global subscriber; later calls (tests) are no-ops.
+pub fn init_logging(settings: &LogSettings) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(&settings.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = if settings.format == "pretty" {
+        builder.try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init()
+    };
+}
+
+/// The process-wide Prometheus handle, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = match PrometheusBuilder::new().install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (only possible in tests): keep a detached one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            metrics::gauge!("acctstate_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                .set(1.0);
+            handle
+        })
+        .clone()
+}

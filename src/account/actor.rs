@@ -22,6 +22,7 @@ pub type ChangeBatch = Arc<[Change]>;
 /// How many commands may wait for the actor before senders wait.
 const MAILBOX: usize = 4096;
 
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Apply {
         event_time: Millis,

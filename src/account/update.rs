@@ -37,7 +37,9 @@ pub struct Snapshot {
     pub fills: Vec<Fill>,
 }
 
-/// One update of the account.
+/// One update of the account. Order updates are the common case and are kept inline (boxing
+/// them would allocate per event).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
     Balances(Vec<BalancePatch>),

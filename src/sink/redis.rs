@@ -167,7 +167,7 @@ pub async fn run(
     let reconnected = Arc::new(AtomicBool::new(false));
     {
         let flag = reconnected.clone();
-        let _ = client.on_reconnect(move |server| {
+        let _reconnect_listener = client.on_reconnect(move |server| {
             let flag = flag.clone();
             async move {
                 tracing::info!(server = %server, "redis reconnected");

@@ -5,16 +5,21 @@
 //! its connection and holds a `CacheHandle`. Shutdown closes the actor after the stream has
 //! stopped, which closes the sinks' queues; the sinks then drain and finish.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::account::change::seq_floor;
 use crate::account::{AccountState, CacheHandle, actor};
+use crate::binance::rest::RestClient;
+use crate::binance::stream::{Stream, StreamConfig, StreamHealth};
 use crate::config::{Settings, redact_url};
+use crate::http::HttpState;
 use crate::sink;
 
 /// The running spine: cache actor + sinks.
@@ -116,5 +121,82 @@ impl Core {
             .context("drain timed out: some queued changes were not written")?;
         tracing::info!("drained");
         Ok(())
+    }
+}
+
+/// The highest trade id Postgres holds per symbol: where trade backfill resumes after a restart.
+async fn trade_cursors(pool: &PgPool, account_id: &str) -> crate::binance::snapshot::TradeCursors {
+    let q = sqlx::query_as::<_, (String, i64)>(
+        "SELECT symbol, max(trade_id) FROM fills WHERE account_id = $1 GROUP BY symbol",
+    )
+    .bind(account_id)
+    .fetch_all(pool);
+    match tokio::time::timeout(Duration::from_secs(5), q).await {
+        Ok(Ok(rows)) => rows.into_iter().collect(),
+        _ => Default::default(),
+    }
+}
+
+/// The whole daemon: spine + exchange stream + HTTP, until `cancel`; then the ordered drain.
+/// `on_http` learns the bound HTTP address (tests and `demo` listen on port 0).
+pub async fn run_daemon(
+    settings: Settings,
+    cancel: CancellationToken,
+    on_http: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    let core = Core::start(&settings).await?;
+    let cursors = match &core.pg {
+        Some(pool) => trade_cursors(pool, &settings.account_id).await,
+        None => Default::default(),
+    };
+    let rest = Arc::new(RestClient::new(&settings)?);
+    let health = Arc::new(StreamHealth::default());
+    let http_state = HttpState {
+        cache: core.cache.clone(),
+        stream: health.clone(),
+        pg: core.pg.clone(),
+        token: settings.http.token.clone(),
+        metrics: crate::telemetry::metrics_handle(),
+    };
+    let http_cancel = CancellationToken::new();
+    let (addr, http_task) = crate::http::serve(settings.listen_addr(), http_state.clone(), http_cancel.clone()).await?;
+    if let Some(tx) = on_http {
+        let _ = tx.send(addr);
+    }
+    let notifier = tokio::spawn(systemd_notifier(http_state));
+    let stream = Stream::new(rest, core.cache.clone(), StreamConfig::from_settings(&settings), health, cursors);
+    let stream_result = stream.run(cancel.clone()).await;
+    if let Err(e) = &stream_result {
+        tracing::error!(error = %format!("{e:#}"), "stream stopped with an error");
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    notifier.abort();
+    let drained = core
+        .shutdown(Duration::from_secs(settings.shutdown.drain_timeout_secs))
+        .await;
+    http_cancel.cancel();
+    let _ = http_task.await;
+    stream_result?;
+    drained
+}
+
+/// READY=1 once ready; WATCHDOG=1 only while the cache actor answers. No-ops off systemd.
+async fn systemd_notifier(s: HttpState) {
+    let mut ready = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let alive = matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.cache.view()).await,
+            Ok(Ok(_))
+        );
+        if alive {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if !ready && alive && crate::http::not_ready_reasons(&s).await.is_empty() {
+            ready = true;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            tracing::info!("ready: snapshot loaded, stream subscribed, postgres reachable");
+        }
     }
 }

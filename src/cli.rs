@@ -22,6 +22,33 @@ pub struct Cli {
 pub enum Command {
     /// The daemon: stream -> cache -> Postgres + Redis, until SIGTERM/SIGINT.
     Run,
+    /// The simulated exchange on loopback and the daemon against it; no credentials needed.
+    Demo {
+        /// Market to simulate.
+        #[arg(long, default_value = "spot")]
+        market: String,
+        /// Trading events per second the simulated exchange produces.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Stop after this many events (default: run until Ctrl-C).
+        #[arg(long)]
+        events: Option<usize>,
+    },
+    /// Only the simulated exchange (REST + WebSocket), for testing other programs.
+    Sim {
+        /// `spot` or `usdm`.
+        #[arg(long, default_value = "spot")]
+        market: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: std::net::SocketAddr,
+        /// Trading events per second.
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+        /// Seed of the trading session.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Applies the embedded migrations and exits.
     Migrate,
 }
@@ -70,12 +97,59 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// SIGTERM/SIGINT cancel the returned token; a second signal exits at once.
+fn shutdown_on_signals() -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    use futures_util::StreamExt;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(sig) = signals.next().await {
+            seen += 1;
+            if seen == 1 {
+                tracing::info!(signal = sig, "shutdown requested: stopping intake and draining");
+                token.cancel();
+            } else {
+                tracing::warn!(signal = sig, "second signal: exiting at once");
+                std::process::exit(1);
+            }
+        }
+    });
+    Ok(cancel)
+}
+
 async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
     match command {
         Command::Run => {
             settings.require_credentials()?;
             crate::telemetry::init_logging(&settings.log);
-            Err(anyhow::anyhow!("the exchange side is not built yet").into())
+            let cancel = shutdown_on_signals()?;
+            crate::app::run_daemon(settings, cancel, None).await?;
+            Ok(())
+        }
+        Command::Demo { market, rate, events } => {
+            let market: crate::sim::SimMarket = market
+                .parse()
+                .map_err(|e| ConfigError::new("--market", format!("{e}")))?;
+            crate::telemetry::init_logging(&settings.log);
+            let cancel = shutdown_on_signals()?;
+            crate::demo::run(settings, market, rate, events, cancel).await?;
+            Ok(())
+        }
+        Command::Sim { market, listen, rate, seed } => {
+            let market: crate::sim::SimMarket = market
+                .parse()
+                .map_err(|e| ConfigError::new("--market", format!("{e}")))?;
+            crate::telemetry::init_logging(&settings.log);
+            let cancel = shutdown_on_signals()?;
+            let mut cfg = crate::sim::SimConfig::new(market);
+            cfg.listen = listen;
+            cfg.seed = seed;
+            crate::sim::serve(cfg, rate, async move { cancel.cancelled().await }).await?;
+            Ok(())
         }
         Command::Migrate => {
             crate::telemetry::init_logging(&settings.log);

@@ -7,7 +7,10 @@
 
 pub mod account;
 pub mod app;
+pub mod binance;
 pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod http;
 pub mod sink;
 pub mod telemetry;

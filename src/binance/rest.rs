@@ -1,0 +1,224 @@
+//! The signed REST client: HMAC-signed GETs, API-key-only listenKey calls, server-time offset
+//! (measured at start and again on `-1021`), timeouts on every call, and backoff that honours
+//! 429/418 `Retry-After`. Credentials errors (`-2015`, `-1022`) are reported as such, not retried.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use super::convert::{self, ApiError};
+use super::sign;
+use crate::account::{Market, Millis};
+use crate::config::{Secret, Settings};
+
+/// Why a REST call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("Binance rejected the API key or signature ({0}); check binance.api_key / binance.api_secret and the key's permissions")]
+    Credentials(ApiError),
+    #[error("Binance answered HTTP {status}: {error}")]
+    Api { status: u16, error: ApiError },
+    #[error("rate limited (HTTP {status}); retry after {retry_after_secs} s")]
+    RateLimited { status: u16, retry_after_secs: u64 },
+    #[error("HTTP {status}: {excerpt}")]
+    Http { status: u16, excerpt: String },
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("unexpected response: {0}")]
+    Parse(String),
+}
+
+impl RestError {
+    /// Binance's error code, when it sent one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            RestError::Credentials(e) | RestError::Api { error: e, .. } => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// How many times a call is tried before its error is returned.
+const ATTEMPTS: u32 = 4;
+/// The longest a call waits for a rate limit before giving up.
+const MAX_RETRY_AFTER: u64 = 120;
+
+/// A REST client for one market.
+#[derive(Debug)]
+pub struct RestClient {
+    http: reqwest::Client,
+    base: String,
+    market: Market,
+    api_key: Secret,
+    api_secret: Secret,
+    recv_window_ms: u64,
+    offset_ms: AtomicI64,
+}
+
+impl RestClient {
+    pub fn new(settings: &Settings) -> anyhow::Result<RestClient> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(settings.binance.rest_timeout_secs))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("acctstate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(RestClient {
+            http,
+            base: settings.rest_url(),
+            market: settings.market(),
+            api_key: settings.binance.api_key.clone(),
+            api_secret: settings.binance.api_secret.clone(),
+            recv_window_ms: settings.binance.recv_window_ms,
+            offset_ms: AtomicI64::new(0),
+        })
+    }
+
+    pub fn market(&self) -> Market {
+        self.market
+    }
+
+    pub fn api_key(&self) -> &Secret {
+        &self.api_key
+    }
+
+    pub fn api_secret(&self) -> &Secret {
+        &self.api_secret
+    }
+
+    pub fn recv_window_ms(&self) -> u64 {
+        self.recv_window_ms
+    }
+
+    fn prefix(&self) -> &'static str {
+        match self.market {
+            Market::Spot => "/api/v3",
+            Market::Usdm => "/fapi/v1",
+        }
+    }
+
+    /// The exchange's clock as we estimate it, in ms.
+    pub fn server_now(&self) -> Millis {
+        chrono::Utc::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Measures the server-time offset (half the round trip is credited to each way).
+    pub async fn sync_time(&self) -> Result<i64, RestError> {
+        let before = chrono::Utc::now().timestamp_millis();
+        let body = self
+            .send(Method::GET, &format!("{}/time", self.prefix()), String::new(), false)
+            .await?;
+        let after = chrono::Utc::now().timestamp_millis();
+        let server = convert::server_time(&body).map_err(|e| RestError::Parse(e.to_string()))?;
+        let offset = server - (before + after) / 2;
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        tracing::debug!(offset_ms = offset, rtt_ms = after - before, "server time synced");
+        Ok(offset)
+    }
+
+    /// A signed GET (`USER_DATA`): `timestamp` and `recvWindow` added, query signed.
+    pub async fn signed_get(&self, path: &str, params: &[(&str, String)]) -> Result<String, RestError> {
+        let mut resynced = false;
+        loop {
+            let mut all: Vec<(&str, String)> = params.to_vec();
+            all.push(("recvWindow", self.recv_window_ms.to_string()));
+            all.push(("timestamp", self.server_now().to_string()));
+            let query = sign::signed_query(&all, self.api_secret.expose());
+            match self.send(Method::GET, path, query, true).await {
+                Err(e) if e.code() == Some(-1021) && !resynced => {
+                    tracing::warn!("Binance says our timestamp is outside recvWindow (-1021); resyncing the clock offset");
+                    self.sync_time().await?;
+                    resynced = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// An API-key-only call (`USER_STREAM`), e.g. the listenKey endpoints.
+    pub async fn key_call(&self, method: Method, path: &str, params: &[(&str, String)]) -> Result<String, RestError> {
+        self.send(method, path, sign::encode_query(params), true).await
+    }
+
+    async fn send(&self, method: Method, path: &str, query: String, with_key: bool) -> Result<String, RestError> {
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{path}?{query}", self.base)
+        };
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.http.request(method.clone(), &url);
+            if with_key {
+                req = req.header("X-MBX-APIKEY", self.api_key.expose());
+            }
+            let result = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    match resp.text().await {
+                        Ok(body) => classify(status, retry_after, body),
+                        Err(e) => Err(RestError::Transport(without_url(e))),
+                    }
+                }
+                Err(e) => Err(RestError::Transport(without_url(e))),
+            };
+            metrics::counter!("acctstate_rest_calls_total", "path" => path.to_owned(), "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
+            let wait = match &result {
+                Ok(_) => return result,
+                Err(RestError::RateLimited { retry_after_secs, status }) => {
+                    tracing::warn!(status, retry_after_secs, path, "Binance rate limit; backing off");
+                    if *retry_after_secs > MAX_RETRY_AFTER {
+                        return result;
+                    }
+                    Duration::from_secs(*retry_after_secs)
+                }
+                Err(RestError::Http { status, .. }) if *status >= 500 => backoff,
+                Err(RestError::Transport(_)) => backoff,
+                Err(_) => return result,
+            };
+            if attempt >= ATTEMPTS {
+                return result;
+            }
+            tracing::debug!(path, attempt, wait_ms = wait.as_millis() as u64, "retrying REST call");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// reqwest errors print the URL, which holds the signed query: keep only the kind of failure.
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+fn classify(status: StatusCode, retry_after: Option<u64>, body: String) -> Result<String, RestError> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    let code = status.as_u16();
+    if code == 429 || code == 418 {
+        return Err(RestError::RateLimited {
+            status: code,
+            retry_after_secs: retry_after.unwrap_or(if code == 418 { 120 } else { 1 }),
+        });
+    }
+    match convert::api_error(&body) {
+        Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => Err(RestError::Credentials(e)),
+        Some(e) => Err(RestError::Api { status: code, error: e }),
+        None => Err(RestError::Http {
+            status: code,
+            excerpt: body.chars().take(200).collect(),
+        }),
+    }
+}

@@ -1,0 +1,533 @@
+//! The stream task: one per daemon, owning the exchange connection.
+//!
+//! Spot: WebSocket API + `userDataStream.subscribe.signature`. USD-M: listenKey +
+//! `{ws_url}/private/ws/<listenKey>` with a keepalive. Both: our own pings, a silence bound, a
+//! rotation before Binance's 24-hour cut, reconnects with exponential backoff and jitter forever,
+//! and a resync after every (re)connect: events are buffered while the REST snapshot is taken,
+//! the snapshot is applied as differences, then the buffer. A periodic reconciliation repeats
+//! the snapshot while connected; every change it makes is counted as a correction.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use super::convert::{self, Frame};
+use super::rest::{RestClient, RestError};
+use super::snapshot::{self, TradeCursors};
+use super::sign;
+use crate::account::{CacheHandle, Market, Millis, Snapshot, Update};
+use crate::config::Settings;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What readiness and `/v1/account` report about the stream.
+#[derive(Debug, Default)]
+pub struct StreamHealth {
+    pub connected: AtomicBool,
+    pub subscribed: AtomicBool,
+    pub snapshot_loaded: AtomicBool,
+    pub reconnects: AtomicU64,
+    pub last_frame_ms: AtomicI64,
+}
+
+impl StreamHealth {
+    pub fn ready(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed) && self.snapshot_loaded.load(Ordering::Relaxed)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connected": self.connected.load(Ordering::Relaxed),
+            "subscribed": self.subscribed.load(Ordering::Relaxed),
+            "snapshot_loaded": self.snapshot_loaded.load(Ordering::Relaxed),
+            "reconnects": self.reconnects.load(Ordering::Relaxed),
+            "last_frame_ms": self.last_frame_ms.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Timings and limits of the stream.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub ws_url: String,
+    pub max_frame_bytes: usize,
+    pub ping_every: Duration,
+    pub idle_timeout: Duration,
+    pub rotate_after: Duration,
+    pub keepalive_every: Duration,
+    pub reconcile_every: Option<Duration>,
+}
+
+impl StreamConfig {
+    pub fn from_settings(s: &Settings) -> StreamConfig {
+        let b = &s.binance;
+        StreamConfig {
+            ws_url: s.ws_url(),
+            max_frame_bytes: b.max_frame_bytes,
+            ping_every: Duration::from_secs(b.idle_timeout_secs.div_ceil(4).max(1)),
+            idle_timeout: Duration::from_secs(b.idle_timeout_secs),
+            rotate_after: Duration::from_secs(b.rotate_after_secs),
+            keepalive_every: Duration::from_secs(b.keepalive_secs),
+            reconcile_every: (b.reconcile_interval_secs > 0)
+                .then(|| Duration::from_secs(b.reconcile_interval_secs)),
+        }
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    Cancelled,
+    Reconnect(String),
+    /// Spot `serverShutdown`: a new session is already open.
+    Handover(Session),
+}
+
+struct Session {
+    ws: Ws,
+    listen_key: Option<String>,
+}
+
+/// Opening a session failed.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The stream task.
+pub struct Stream {
+    rest: Arc<RestClient>,
+    cache: CacheHandle,
+    cfg: StreamConfig,
+    health: Arc<StreamHealth>,
+    cursors: TradeCursors,
+    next_id: u64,
+}
+
+impl Stream {
+    pub fn new(rest: Arc<RestClient>, cache: CacheHandle, cfg: StreamConfig, health: Arc<StreamHealth>, cursors: TradeCursors) -> Self {
+        Stream {
+            rest,
+            cache,
+            cfg,
+            health,
+            cursors,
+            next_id: 0,
+        }
+    }
+
+    fn market(&self) -> Market {
+        self.rest.market()
+    }
+
+    /// Runs until `cancel`. Returns an error only for a credentials error before the first
+    /// successful subscription (a wrong key is not worth retrying forever at start).
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        if let Err(e) = self.rest.sync_time().await {
+            tracing::warn!(error = %e, "could not measure the server-time offset");
+        }
+        let mut backoff = Duration::from_millis(250);
+        let mut ever_subscribed = false;
+        let mut next: Option<Session> = None;
+        let mut last_key: Option<String> = None;
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let opened = match next.take() {
+                Some(s) => Ok(s),
+                None => tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    s = self.open() => s,
+                },
+            };
+            let session = match opened {
+                Ok(s) => s,
+                Err(OpenError::Rest(RestError::Credentials(e))) if !ever_subscribed => {
+                    return Err(anyhow::anyhow!(RestError::Credentials(e)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "stream: connect failed");
+                    metrics::counter!("acctstate_reconnects_total").increment(1);
+                    self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            ever_subscribed = true;
+            last_key = session.listen_key.clone().or(last_key);
+            let started = Instant::now();
+            let end = self.drive(session, &cancel).await;
+            self.health.connected.store(false, Ordering::Relaxed);
+            self.health.subscribed.store(false, Ordering::Relaxed);
+            metrics::gauge!("acctstate_stream_connected").set(0.0);
+            match end {
+                End::Cancelled => break,
+                End::Handover(s) => {
+                    tracing::info!("stream: server shutting down; switched to a new connection");
+                    next = Some(s);
+                }
+                End::Reconnect(reason) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_millis(250);
+                    }
+                    tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "stream: disconnected, reconnecting");
+                    let _ = self
+                        .cache
+                        .apply(now_ms(), Update::Status { event: "disconnected".into(), detail: Some(reason) })
+                        .await;
+                    metrics::counter!("acctstate_reconnects_total").increment(1);
+                    self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        if let (Market::Usdm, Some(key)) = (self.market(), last_key) {
+            match self
+                .rest
+                .key_call(Method::DELETE, "/fapi/v1/listenKey", &[("listenKey", key)])
+                .await
+            {
+                Ok(_) => tracing::info!("stream: listenKey deleted"),
+                Err(e) => tracing::warn!(error = %e, "stream: could not delete the listenKey"),
+            }
+        }
+        tracing::info!("stream stopped");
+        Ok(())
+    }
+
+    async fn connect(&self, url: &str) -> Result<Ws, OpenError> {
+        let config = WebSocketConfig::default()
+            .max_frame_size(Some(self.cfg.max_frame_bytes))
+            .max_message_size(Some(self.cfg.max_frame_bytes));
+        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(e)) => Err(OpenError::Other(format!("websocket connect: {e}"))),
+            Err(_) => Err(OpenError::Other("websocket connect timed out".into())),
+        }
+    }
+
+    /// Connects and subscribes.
+    async fn open(&mut self) -> Result<Session, OpenError> {
+        match self.market() {
+            Market::Spot => {
+                let mut ws = self.connect(&self.cfg.ws_url).await?;
+                self.subscribe(&mut ws).await?;
+                tracing::info!("stream: connected and subscribed (spot WebSocket API)");
+                Ok(Session { ws, listen_key: None })
+            }
+            Market::Usdm => {
+                let body = self.rest.key_call(Method::POST, "/fapi/v1/listenKey", &[]).await?;
+                let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
+                let url = format!("{}/private/ws/{key}", self.cfg.ws_url);
+                let ws = self.connect(&url).await?;
+                tracing::info!("stream: connected (usdm listenKey stream)");
+                Ok(Session { ws, listen_key: Some(key) })
+            }
+        }
+    }
+
+    /// Spot: `userDataStream.subscribe.signature`, then wait for its answer.
+    async fn subscribe(&mut self, ws: &mut Ws) -> Result<(), OpenError> {
+        self.next_id += 1;
+        let id = format!("sub-{}", self.next_id);
+        let mut params: Vec<(&str, String)> = vec![
+            ("apiKey", self.rest.api_key().expose().to_owned()),
+            ("recvWindow", self.rest.recv_window_ms().to_string()),
+            ("timestamp", self.rest.server_now().to_string()),
+        ];
+        let signature = sign::hmac_hex(self.rest.api_secret().expose(), &sign::ws_payload(&params));
+        params.push(("signature", signature));
+        let params: serde_json::Map<String, serde_json::Value> = params
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "timestamp" || k == "recvWindow" {
+                    v.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(v))
+                } else {
+                    serde_json::Value::String(v)
+                };
+                (k.to_owned(), v)
+            })
+            .collect();
+        let request = serde_json::json!({"id": id, "method": "userDataStream.subscribe.signature", "params": params});
+        ws.send(Message::text(request.to_string()))
+            .await
+            .map_err(|e| OpenError::Other(format!("send subscribe: {e}")))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .map_err(|_| OpenError::Other("no answer to the subscription request".into()))?;
+            let text = match msg {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(_))) | None => return Err(OpenError::Other("closed during subscription".into())),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(OpenError::Other(format!("read: {e}"))),
+            };
+            if let Ok(Frame::Response { id: Some(rid), status, error, .. }) = convert::parse_spot_frame(&text)
+                && rid == id
+            {
+                return match error {
+                    None if status == 200 => Ok(()),
+                    Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => Err(RestError::Credentials(e).into()),
+                    Some(e) => {
+                        if e.code == -1021 {
+                            let _ = self.rest.sync_time().await;
+                        }
+                        Err(OpenError::Other(format!("subscription refused: {e}")))
+                    }
+                    None => Err(OpenError::Other(format!("subscription refused with status {status}"))),
+                };
+            }
+        }
+    }
+
+    fn spawn_snapshot(&self) -> JoinHandle<anyhow::Result<Snapshot>> {
+        let rest = self.rest.clone();
+        let cache = self.cache.clone();
+        let cursors = self.cursors.clone();
+        tokio::spawn(async move {
+            let view = cache.view().await?;
+            snapshot::fetch(&rest, &view, &cursors).await
+        })
+    }
+
+    /// Applies a snapshot; returns how many changes it made.
+    async fn apply_snapshot(&mut self, snap: Snapshot) -> anyhow::Result<usize> {
+        for f in &snap.fills {
+            self.advance_cursor(&f.symbol, f.trade_id);
+        }
+        let counts = (snap.balances.len(), snap.positions.as_ref().map_or(0, Vec::len), snap.orders.len(), snap.fills.len());
+        let n = self.cache.apply_and_wait(snap.as_of, Update::Snapshot(snap)).await?;
+        tracing::info!(balances = counts.0, positions = counts.1, orders = counts.2, backfilled_fills = counts.3, changes = n, "snapshot applied");
+        Ok(n)
+    }
+
+    fn advance_cursor(&mut self, symbol: &str, trade_id: i64) {
+        match self.cursors.get_mut(symbol) {
+            Some(c) if *c >= trade_id => {}
+            Some(c) => *c = trade_id,
+            None => {
+                self.cursors.insert(symbol.to_owned(), trade_id);
+            }
+        }
+    }
+
+    /// Reads one connection until it ends.
+    async fn drive(&mut self, mut s: Session, cancel: &CancellationToken) -> End {
+        self.health.connected.store(true, Ordering::Relaxed);
+        self.health.subscribed.store(true, Ordering::Relaxed);
+        metrics::gauge!("acctstate_stream_connected").set(1.0);
+        let _ = self.cache.apply(now_ms(), Update::Status { event: "connected".into(), detail: None }).await;
+
+        let mut buffer: Option<Vec<(Millis, Update)>> = Some(Vec::new());
+        let mut snapshot_task = Some(self.spawn_snapshot());
+        let mut initial = true;
+        let mut last_frame = Instant::now();
+        let rotate_at = Instant::now() + self.cfg.rotate_after;
+        let mut ping = tokio::time::interval(self.cfg.ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ping.reset();
+        let mut keepalive = tokio::time::interval(self.cfg.keepalive_every);
+        keepalive.reset();
+        let reconcile_period = self.cfg.reconcile_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let mut reconcile = tokio::time::interval(reconcile_period);
+        reconcile.reset();
+
+        loop {
+            let snapshot_done = async {
+                match snapshot_task.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = s.ws.close(None).await;
+                    return End::Cancelled;
+                }
+                msg = s.ws.next() => {
+                    last_frame = Instant::now();
+                    self.health.last_frame_ms.store(now_ms(), Ordering::Relaxed);
+                    let updates = match msg {
+                        Some(Ok(Message::Text(t))) => match self.on_text(t.as_str()) {
+                            Ok(u) => u,
+                            Err(end) => match end {
+                                Ctl::ServerShutdown => {
+                                    match self.open().await {
+                                        Ok(new) => { let _ = s.ws.close(None).await; return End::Handover(new); }
+                                        Err(e) => return End::Reconnect(format!("server shutdown; new connection failed: {e}")),
+                                    }
+                                }
+                                Ctl::Reconnect(r) => return End::Reconnect(r),
+                            },
+                        },
+                        Some(Ok(Message::Binary(b))) => {
+                            metrics::counter!("acctstate_parse_errors_total").increment(1);
+                            tracing::warn!(bytes = b.len(), "stream: unexpected binary frame skipped");
+                            Vec::new()
+                        }
+                        Some(Ok(Message::Close(_))) => return End::Reconnect("closed by the server".into()),
+                        Some(Ok(_)) => Vec::new(),
+                        Some(Err(e)) => {
+                            if matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
+                                metrics::counter!("acctstate_oversized_frames_total").increment(1);
+                            }
+                            return End::Reconnect(format!("read error: {e}"));
+                        }
+                        None => return End::Reconnect("stream ended".into()),
+                    };
+                    for (et, u) in updates {
+                        if let Update::Order { fill: Some(f), .. } = &u {
+                            self.advance_cursor(&f.symbol, f.trade_id);
+                        }
+                        match buffer.as_mut() {
+                            Some(b) => b.push((et, u)),
+                            None => if self.cache.apply(et, u).await.is_err() {
+                                return End::Cancelled;
+                            },
+                        }
+                    }
+                }
+                done = snapshot_done => {
+                    snapshot_task = None;
+                    let snap = match done {
+                        Ok(Ok(snap)) => snap,
+                        Ok(Err(e)) if initial => return End::Reconnect(format!("snapshot failed: {e:#}")),
+                        Ok(Err(e)) => { tracing::warn!(error = %format!("{e:#}"), "reconciliation snapshot failed"); continue; }
+                        Err(e) => return End::Reconnect(format!("snapshot task failed: {e}")),
+                    };
+                    let n = match self.apply_snapshot(snap).await {
+                        Ok(n) => n,
+                        Err(_) => return End::Cancelled,
+                    };
+                    if !initial && n > 0 {
+                        metrics::counter!("acctstate_resync_corrections_total").increment(n as u64);
+                        tracing::warn!(corrections = n, "reconciliation corrected the cache");
+                    }
+                    if let Some(buffered) = buffer.take() {
+                        let count = buffered.len();
+                        for (et, u) in buffered {
+                            if self.cache.apply(et, u).await.is_err() {
+                                return End::Cancelled;
+                            }
+                        }
+                        let _ = self.cache.apply(now_ms(), Update::Status { event: "resynced".into(), detail: Some(format!("{n} corrections, {count} buffered events")) }).await;
+                        self.health.snapshot_loaded.store(true, Ordering::Relaxed);
+                    }
+                    initial = false;
+                }
+                _ = ping.tick() => {
+                    if last_frame.elapsed() > self.cfg.idle_timeout {
+                        return End::Reconnect(format!("silent for {} s", self.cfg.idle_timeout.as_secs()));
+                    }
+                    if s.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return End::Reconnect("ping failed".into());
+                    }
+                }
+                _ = keepalive.tick(), if s.listen_key.is_some() => {
+                    let key = s.listen_key.clone().unwrap_or_default();
+                    match self.rest.key_call(Method::PUT, "/fapi/v1/listenKey", &[("listenKey", key)]).await {
+                        Ok(_) => tracing::debug!("listenKey kept alive"),
+                        Err(e) if e.code() == Some(-1125) => return End::Reconnect("listenKey no longer exists (-1125)".into()),
+                        Err(e) => tracing::warn!(error = %e, "listenKey keepalive failed"),
+                    }
+                }
+                _ = reconcile.tick(), if snapshot_task.is_none() && self.cfg.reconcile_every.is_some() => {
+                    snapshot_task = Some(self.spawn_snapshot());
+                }
+                _ = tokio::time::sleep_until(rotate_at) => {
+                    return End::Reconnect("rotating the connection before the 24-hour cut".into());
+                }
+            }
+        }
+    }
+
+    /// Parses a text frame into cache updates, or a reason to leave this connection.
+    fn on_text(&mut self, text: &str) -> Result<Vec<(Millis, Update)>, Ctl> {
+        let parsed = match self.market() {
+            Market::Spot => convert::parse_spot_frame(text),
+            Market::Usdm => convert::parse_usdm_frame(text),
+        };
+        let frame = match parsed {
+            Ok(f) => f,
+            Err(e) => {
+                metrics::counter!("acctstate_parse_errors_total").increment(1);
+                let excerpt: String = text.chars().take(200).collect();
+                tracing::warn!(error = %e, excerpt = %excerpt, "stream: malformed frame skipped");
+                return Ok(Vec::new());
+            }
+        };
+        match frame {
+            Frame::Update { event_time, update, event_type } => {
+                count_event(event_type, event_time);
+                Ok(vec![(event_time, update)])
+            }
+            Frame::Updates { event_time, updates, event_type } => {
+                count_event(event_type, event_time);
+                Ok(updates.into_iter().map(|u| (event_time, u)).collect())
+            }
+            Frame::Info { event_type } => {
+                metrics::counter!("acctstate_events_total", "type" => event_type).increment(1);
+                Ok(Vec::new())
+            }
+            Frame::StreamTerminated => Err(Ctl::Reconnect("subscription terminated (eventStreamTerminated); resubscribing".into())),
+            Frame::ListenKeyExpired => Err(Ctl::Reconnect("listenKey expired".into())),
+            Frame::ServerShutdown => Err(Ctl::ServerShutdown),
+            Frame::Response { status, error, .. } => {
+                if let Some(e) = error {
+                    tracing::warn!(status, error = %e, "stream: request refused");
+                }
+                Ok(Vec::new())
+            }
+            Frame::Unknown { event_type } => {
+                metrics::counter!("acctstate_unknown_events_total").increment(1);
+                tracing::debug!(event_type = %event_type, "stream: unknown event type skipped");
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// A control event that ends the connection.
+enum Ctl {
+    ServerShutdown,
+    Reconnect(String),
+}
+
+fn count_event(event_type: &'static str, event_time: Millis) {
+    metrics::counter!("acctstate_events_total", "type" => event_type).increment(1);
+    let lag = (now_ms() - event_time).max(0) as f64 / 1000.0;
+    metrics::histogram!("acctstate_event_lag_seconds").record(lag);
+}
+
+fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// ±20 % jitter, so many daemons do not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let factor = rand::random_range(0.8..1.2);
+    d.mul_f64(factor)
+}

@@ -12,5 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod sim;
 pub mod sink;
 pub mod telemetry;
+

@@ -1,0 +1,399 @@
+//! Simulated Binance exchange (Spot and USD-M futures): a real loopback HTTP + WebSocket
+//! server speaking Binance's REST endpoints, signatures and user-data-stream payloads, driven
+//! by a deterministic random trading session, with fault injection for tests.
+//!
+//! This module owns the public API (`Sim`, `SimConfig`, `SimState`, `serve`). It deliberately
+//! imports nothing from the rest of the crate, so that a misreading of Binance's wire format
+//! in the daemon cannot be hidden by sharing code with the sim.
+
+mod account;
+mod auth;
+mod faults;
+mod payloads;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use account::Model;
+use server::Core;
+
+/// API key accepted by a sim started with [`SimConfig::new`].
+pub const DEMO_API_KEY: &str = "simDemoApiKey0000000000000000000000000000000000000000000000000001";
+/// API secret matching [`DEMO_API_KEY`].
+pub const DEMO_API_SECRET: &str = "simDemoApiSecret00000000000000000000000000000000000000000000001";
+
+/// Which Binance market a [`Sim`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SimMarket {
+    Spot,
+    Usdm,
+}
+
+impl FromStr for SimMarket {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "spot" => Ok(SimMarket::Spot),
+            "usdm" => Ok(SimMarket::Usdm),
+            other => anyhow::bail!("unknown market {other:?} (expected \"spot\" or \"usdm\")"),
+        }
+    }
+}
+
+impl std::fmt::Display for SimMarket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SimMarket::Spot => "spot",
+            SimMarket::Usdm => "usdm",
+        })
+    }
+}
+
+/// Configuration of one simulated market.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub market: SimMarket,
+    pub listen: SocketAddr,
+    pub api_key: String,
+    pub api_secret: String,
+    pub seed: u64,
+    /// Interval of server Ping frames (Binance: 20 s spot WS API, 3 min USD-M).
+    pub ping_interval: Duration,
+}
+
+impl SimConfig {
+    /// 127.0.0.1:0, demo credentials, seed 1, Binance's ping interval for the market.
+    pub fn new(market: SimMarket) -> Self {
+        SimConfig {
+            market,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: DEMO_API_KEY.to_string(),
+            api_secret: DEMO_API_SECRET.to_string(),
+            seed: 1,
+            ping_interval: match market {
+                SimMarket::Spot => Duration::from_secs(20),
+                SimMarket::Usdm => Duration::from_secs(180),
+            },
+        }
+    }
+}
+
+/// The account model, for assertions.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct SimState {
+    /// asset -> balance
+    pub balances: BTreeMap<String, SimBalance>,
+    /// "SYMBOL:SIDE" -> position (USD-M only; includes flat positions that carry realized PnL)
+    pub positions: BTreeMap<String, SimPosition>,
+    /// "SYMBOL:ORDERID" -> regular open orders
+    pub open_orders: BTreeMap<String, SimOrder>,
+    /// "SYMBOL:ALGOID" -> open conditional orders (USD-M)
+    pub open_algo_orders: BTreeMap<String, SimAlgoOrder>,
+    /// "SYMBOL:ORDERID" -> every order, latest state
+    pub orders: BTreeMap<String, SimOrder>,
+    /// "SYMBOL:TRADEID" -> every trade
+    pub fills: BTreeMap<String, SimFill>,
+}
+
+/// Spot: wallet = cross = free+locked, available = free. USD-M: free = available, locked = 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct SimBalance {
+    pub free: Decimal,
+    pub locked: Decimal,
+    pub wallet_balance: Decimal,
+    pub cross_wallet_balance: Decimal,
+    pub available_balance: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimPosition {
+    pub symbol: String,
+    pub position_side: String,
+    pub amount: Decimal,
+    pub entry_price: Decimal,
+    pub breakeven_price: Decimal,
+    pub unrealized_pnl: Decimal,
+    pub realized_pnl: Decimal,
+    pub margin_type: String,
+    pub isolated_wallet: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimOrder {
+    pub symbol: String,
+    pub order_id: i64,
+    pub client_order_id: String,
+    pub side: String,
+    pub order_type: String,
+    pub time_in_force: String,
+    pub status: String,
+    pub price: Decimal,
+    pub stop_price: Decimal,
+    pub orig_qty: Decimal,
+    pub executed_qty: Decimal,
+    pub cum_quote_qty: Decimal,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimAlgoOrder {
+    pub symbol: String,
+    pub algo_id: i64,
+    pub client_algo_id: String,
+    pub side: String,
+    pub order_type: String,
+    pub status: String,
+    pub quantity: Decimal,
+    pub trigger_price: Decimal,
+    pub price: Decimal,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimFill {
+    pub symbol: String,
+    pub trade_id: i64,
+    pub order_id: i64,
+    pub side: String,
+    pub price: Decimal,
+    pub qty: Decimal,
+    pub quote_qty: Decimal,
+    pub commission: Decimal,
+    pub commission_asset: String,
+    pub is_maker: bool,
+    pub realized_pnl: Decimal,
+    pub traded_at: i64,
+}
+
+/// Shared state of a running sim (server tasks hold this).
+pub(crate) struct Inner {
+    pub(crate) cfg: SimConfig,
+    pub(crate) addr: SocketAddr,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) clock_offset_ms: AtomicI64,
+    pub(crate) events_sent: AtomicU64,
+    pub(crate) rest_calls: AtomicU64,
+    pub(crate) keepalives: AtomicU64,
+}
+
+impl Inner {
+    /// Lock the core, recovering from poisoning (a panicking test thread must not wedge the sim).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The simulated server clock (wall clock + configured offset), in ms.
+    pub(crate) fn server_time(&self) -> i64 {
+        now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Cancels the server when the last `Sim` clone is dropped.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.cancel.cancel();
+    }
+}
+
+/// A running simulated exchange. Cheap to clone; the server runs until [`Sim::shutdown`] or
+/// until every clone is dropped.
+#[derive(Clone)]
+pub struct Sim {
+    h: Arc<Handle>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Sim {
+    /// Bind the listener and spawn the server task.
+    pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let model = Model::new(cfg.market, cfg.seed, now_ms());
+        let inner = Arc::new(Inner {
+            core: Mutex::new(Core::new(model, cfg.seed)),
+            cfg,
+            addr,
+            cancel: CancellationToken::new(),
+            clock_offset_ms: AtomicI64::new(0),
+            events_sent: AtomicU64::new(0),
+            rest_calls: AtomicU64::new(0),
+            keepalives: AtomicU64::new(0),
+        });
+        server::spawn(inner.clone(), listener);
+        Ok(Sim {
+            h: Arc::new(Handle { inner }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.h.inner
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner().addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Spot: `ws://127.0.0.1:PORT/ws-api/v3`; USD-M: `ws://127.0.0.1:PORT` (append `/private/ws/<key>`).
+    pub fn ws_url(&self) -> String {
+        match self.market() {
+            SimMarket::Spot => format!("ws://{}/ws-api/v3", self.addr()),
+            SimMarket::Usdm => format!("ws://{}", self.addr()),
+        }
+    }
+
+    pub fn market(&self) -> SimMarket {
+        self.inner().cfg.market
+    }
+
+    /// Wait until a client is connected and subscribed (spot) / connected with a valid
+    /// listenKey (USD-M).
+    pub async fn wait_for_subscriber(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.subscriber_count() > 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("no subscriber within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.inner().lock().subscriber_count()
+    }
+
+    /// One random trading action; returns how many events it produced (whether or not anybody
+    /// was listening).
+    pub async fn step(&self) -> usize {
+        let inner = self.inner();
+        let now = inner.server_time();
+        let mut core = inner.lock();
+        let events = core.model.step(now);
+        let n = events.len();
+        let delivered = core.emit(events);
+        drop(core);
+        inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
+        n
+    }
+
+    /// Step until at least `events` events were produced, paced to `per_sec` events/s if set.
+    pub async fn run(&self, events: usize, per_sec: Option<u32>) -> usize {
+        let start = tokio::time::Instant::now();
+        let mut produced = 0usize;
+        while produced < events {
+            if self.inner().cancel.is_cancelled() {
+                break;
+            }
+            produced += self.step().await;
+            match per_sec {
+                Some(rate) if rate > 0 => {
+                    let due = start + Duration::from_secs_f64(produced as f64 / f64::from(rate));
+                    tokio::time::sleep_until(due).await;
+                }
+                _ => tokio::task::yield_now().await,
+            }
+        }
+        produced
+    }
+
+    /// A snapshot of the account model.
+    pub fn state(&self) -> SimState {
+        let inner = self.inner();
+        let now = inner.server_time();
+        let mut core = inner.lock();
+        core.model.refresh(now);
+        core.model.st.clone()
+    }
+
+    /// Events actually delivered to a subscriber (each delivery to each connection counts).
+    pub fn events_sent(&self) -> u64 {
+        self.inner().events_sent.load(Ordering::Relaxed)
+    }
+
+    /// Stop the server and close every connection.
+    pub fn shutdown(&self) {
+        self.inner().cancel.cancel();
+    }
+
+    /// How many REST calls were answered (including injected failures).
+    pub fn rest_calls(&self) -> u64 {
+        self.inner().rest_calls.load(Ordering::Relaxed)
+    }
+
+    /// How many `PUT /fapi/v1/listenKey` calls were received.
+    pub fn listen_key_keepalives(&self) -> u64 {
+        self.inner().keepalives.load(Ordering::Relaxed)
+    }
+
+    /// Put `n` extra open orders in the model without events (memory benchmarks).
+    pub fn seed_open_orders(&self, n: usize) {
+        let now = self.inner().server_time();
+        self.inner().lock().model.seed_open_orders(n, now);
+    }
+
+    /// Put `n` extra assets with balances in the model without events (memory benchmarks).
+    pub fn seed_assets(&self, n: usize) {
+        let now = self.inner().server_time();
+        self.inner().lock().model.seed_assets(n, now);
+    }
+}
+
+/// For the `acctstate sim` command: start, print the REST/WS URLs and the demo credentials to
+/// stdout, then trade at `per_sec` events/s until `shutdown` resolves.
+pub async fn serve(
+    cfg: SimConfig,
+    per_sec: u32,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let key = cfg.api_key.clone();
+    let secret = cfg.api_secret.clone();
+    let sim = Sim::start(cfg).await?;
+    println!("market:     {}", sim.market());
+    println!("rest_url:   {}", sim.rest_url());
+    println!("ws_url:     {}", sim.ws_url());
+    println!("api_key:    {key}");
+    println!("api_secret: {secret}");
+    let trader = sim.clone();
+    let trading = async move {
+        loop {
+            trader.run(usize::MAX, Some(per_sec.max(1))).await;
+            if trader.inner().cancel.is_cancelled() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = trading => {}
+    }
+    sim.shutdown();
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! The axum server: Binance REST routes (spot `/api/v3/*`, USD-M `/fapi/*`), the spot
+//! WebSocket API (`/ws-api/v3`, `userDataStream.subscribe.signature`), the USD-M user-data
+//! stream (`/private/ws/<listenKey>`), the connection registry and event delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::account::Model;
+use super::auth::{self, ApiError};
+use super::faults::FailRest;
+use super::payloads;
+use super::{Inner, SimMarket};
+
+/// A listenKey is valid for 60 minutes after creation / keepalive.
+pub(crate) const LISTEN_KEY_TTL_MS: i64 = 60 * 60 * 1000;
+
+/// What a connection task is told to do.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Text(String),
+    Binary(Vec<u8>),
+    /// Drop the TCP connection without a close frame.
+    Abort,
+    /// Send a close frame after this delay, then end.
+    CloseAfter(Duration),
+}
+
+pub(crate) struct Conn {
+    pub tx: mpsc::UnboundedSender<Out>,
+    /// Spot: the active user-data subscription id on this connection.
+    pub sub: Option<u64>,
+    /// Spot: next subscription id of this session.
+    pub next_sub: u64,
+    /// USD-M: the listenKey this stream was opened with.
+    pub key: Option<String>,
+}
+
+pub(crate) struct ListenKey {
+    pub key: String,
+    pub expires_at: i64,
+}
+
+/// Everything mutable, behind one mutex (never held across `.await`).
+pub(crate) struct Core {
+    pub model: Model,
+    pub conns: BTreeMap<u64, Conn>,
+    next_conn: u64,
+    pub listen_key: Option<ListenKey>,
+    pub key_rng: StdRng,
+    pub duplicate: bool,
+    pub reorder: bool,
+    pub pending: Option<Value>,
+    pub fail: Option<FailRest>,
+}
+
+impl Core {
+    pub fn new(model: Model, seed: u64) -> Core {
+        Core {
+            model,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            listen_key: None,
+            key_rng: StdRng::seed_from_u64(seed ^ 0x5eed_1157_e4ce_7a11),
+            duplicate: false,
+            reorder: false,
+            pending: None,
+            fail: None,
+        }
+    }
+
+    fn is_subscriber(&self, c: &Conn) -> bool {
+        match self.model.market {
+            SimMarket::Spot => c.sub.is_some(),
+            SimMarket::Usdm => c.key.is_some(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| self.is_subscriber(c))
+            .count()
+    }
+
+    /// Deliver one (unwrapped) event to every subscriber; returns deliveries.
+    pub fn deliver(&self, ev: &Value) -> u64 {
+        let mut n = 0;
+        let raw = ev.to_string();
+        for c in self.conns.values().filter(|c| self.is_subscriber(c)) {
+            let text = match (self.model.market, c.sub) {
+                (SimMarket::Spot, Some(id)) => {
+                    json!({"subscriptionId": id, "event": ev}).to_string()
+                }
+                _ => raw.clone(),
+            };
+            if c.tx.send(Out::Text(text)).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn deliver_faulty(&self, ev: &Value) -> u64 {
+        let times = if self.duplicate { 2 } else { 1 };
+        (0..times).map(|_| self.deliver(ev)).sum()
+    }
+
+    /// Deliver trading events, applying the duplicate / reorder faults.
+    pub fn emit(&mut self, events: Vec<Value>) -> u64 {
+        let mut n = 0;
+        for ev in events {
+            if self.reorder {
+                match self.pending.take() {
+                    None => self.pending = Some(ev),
+                    Some(prev) => {
+                        n += self.deliver_faulty(&ev);
+                        n += self.deliver_faulty(&prev);
+                    }
+                }
+            } else {
+                n += self.deliver_faulty(&ev);
+            }
+        }
+        n
+    }
+
+    fn register(&mut self, tx: mpsc::UnboundedSender<Out>, key: Option<String>) -> u64 {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                tx,
+                sub: None,
+                next_sub: 0,
+                key,
+            },
+        );
+        id
+    }
+
+    /// The active listenKey if it has not expired.
+    pub fn valid_key(&self, now: i64) -> Option<&str> {
+        self.listen_key
+            .as_ref()
+            .filter(|k| k.expires_at > now)
+            .map(|k| k.key.as_str())
+    }
+}
+
+pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
+    let mut router = Router::new();
+    router = match inner.cfg.market {
+        SimMarket::Spot => router.route("/ws-api/v3", get(ws_spot)),
+        SimMarket::Usdm => router.route("/private/ws/{key}", get(ws_usdm)),
+    };
+    let app = router.fallback(rest).with_state(inner.clone());
+    let cancel = inner.cancel.clone();
+    tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "sim server stopped");
+        }
+    });
+}
+
+// ------------------------------------------------------------------------ REST
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &json!({"code": self.code, "msg": self.msg}))
+    }
+}
+
+type Params = BTreeMap<String, String>;
+
+fn parse_params(query: &str, body: &str) -> Params {
+    url::form_urlencoded::parse(query.as_bytes())
+        .chain(url::form_urlencoded::parse(body.as_bytes()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+async fn rest(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    inner.rest_calls.fetch_add(1, Ordering::Relaxed);
+    let injected = {
+        let mut core = inner.lock();
+        match core.fail.as_mut() {
+            Some(f) if f.remaining > 0 => {
+                f.remaining -= 1;
+                let f = f.clone();
+                if core.fail.as_ref().is_some_and(|f| f.remaining == 0) {
+                    core.fail = None;
+                }
+                Some(f)
+            }
+            _ => None,
+        }
+    };
+    if let Some(f) = injected {
+        return f.response(inner.server_time());
+    }
+    let query = uri.query().unwrap_or("").to_string();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    match handle(&inner, &method, uri.path(), &headers, &query, &body) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, -1000, "Not found.")
+}
+
+fn handle(
+    inner: &Arc<Inner>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    query: &str,
+    body: &str,
+) -> Result<Value, ApiError> {
+    let market = inner.cfg.market;
+    let time_path = match market {
+        SimMarket::Spot => "/api/v3/time",
+        SimMarket::Usdm => "/fapi/v1/time",
+    };
+    if path == time_path && method == Method::GET {
+        return Ok(json!({"serverTime": inner.server_time()}));
+    }
+    if market == SimMarket::Usdm && path == "/fapi/v1/listenKey" {
+        auth::check_api_key(headers, &inner.cfg.api_key)?;
+        return listen_key(inner, method, &parse_params(query, body));
+    }
+    let signed = matches!(
+        (market, path),
+        (
+            SimMarket::Spot,
+            "/api/v3/account" | "/api/v3/openOrders" | "/api/v3/order" | "/api/v3/myTrades"
+        ) | (
+            SimMarket::Usdm,
+            "/fapi/v3/account"
+                | "/fapi/v3/positionRisk"
+                | "/fapi/v1/openOrders"
+                | "/fapi/v1/order"
+                | "/fapi/v1/userTrades"
+                | "/fapi/v1/openAlgoOrders"
+        )
+    );
+    if !signed {
+        return Err(not_found());
+    }
+    if method != Method::GET {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            -1000,
+            "Method not allowed.",
+        ));
+    }
+    auth::check_api_key(headers, &inner.cfg.api_key)?;
+    let params = parse_params(query, body);
+    auth::check_timestamp(
+        params.get("timestamp").map(String::as_str),
+        params.get("recvWindow").map(String::as_str),
+        inner.server_time(),
+    )?;
+    auth::verify_rest_signature(&inner.cfg.api_secret, query, body)?;
+    let now = inner.server_time();
+    let mut core = inner.lock();
+    core.model.refresh(now);
+    let m = &core.model;
+    let symbol = params.get("symbol").cloned();
+    if let Some(s) = &symbol
+        && !m.symbols.iter().any(|x| &x.name == s)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -1121,
+            "Invalid symbol.",
+        ));
+    }
+    let open_orders = || -> Value {
+        m.st.open_orders
+            .values()
+            .filter(|o| symbol.as_ref().is_none_or(|s| *s == o.symbol))
+            .map(|o| match market {
+                SimMarket::Spot => payloads::spot_order(o),
+                SimMarket::Usdm => payloads::usdm_order(o),
+            })
+            .collect()
+    };
+    Ok(match path {
+        "/api/v3/account" => {
+            let omit = params.get("omitZeroBalances").is_some_and(|v| v == "true");
+            payloads::spot_account(m, omit)
+        }
+        "/fapi/v3/account" => payloads::usdm_account(m),
+        "/fapi/v3/positionRisk" => payloads::usdm_position_risk(m, symbol.as_deref()),
+        "/api/v3/openOrders" | "/fapi/v1/openOrders" => open_orders(),
+        "/fapi/v1/openAlgoOrders" => {
+            m.st.open_algo_orders
+                .values()
+                .filter(|a| symbol.as_ref().is_none_or(|s| *s == a.symbol))
+                .map(payloads::usdm_algo_order)
+                .collect()
+        }
+        "/api/v3/order" | "/fapi/v1/order" => {
+            let sym = symbol.ok_or_else(|| ApiError::mandatory("symbol"))?;
+            let found = if let Some(id) = params.get("orderId") {
+                let id: i64 = id.parse().map_err(|_| ApiError::illegal("orderId"))?;
+                m.st.orders.get(&format!("{sym}:{id}"))
+            } else if let Some(cid) = params.get("origClientOrderId") {
+                m.st.orders
+                    .values()
+                    .find(|o| o.symbol == sym && &o.client_order_id == cid)
+            } else {
+                return Err(ApiError::mandatory("orderId"));
+            };
+            let o = found.ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, -2013, "Order does not exist.")
+            })?;
+            match market {
+                SimMarket::Spot => payloads::spot_order(o),
+                SimMarket::Usdm => payloads::usdm_order(o),
+            }
+        }
+        "/api/v3/myTrades" | "/fapi/v1/userTrades" => {
+            let sym = symbol.ok_or_else(|| ApiError::mandatory("symbol"))?;
+            let num = |k: &str| -> Result<Option<i64>, ApiError> {
+                params
+                    .get(k)
+                    .map(|v| v.parse::<i64>().map_err(|_| ApiError::illegal(k)))
+                    .transpose()
+            };
+            let order_id = num("orderId")?;
+            let from_id = num("fromId")?;
+            let limit = num("limit")?.unwrap_or(500);
+            if !(1..=1000).contains(&limit) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    -1130,
+                    "Data sent for parameter 'limit' is not valid.",
+                ));
+            }
+            let mut trades: Vec<&super::SimFill> =
+                m.st.fills
+                    .values()
+                    .filter(|f| f.symbol == sym)
+                    .filter(|f| order_id.is_none_or(|id| f.order_id == id))
+                    .filter(|f| from_id.is_none_or(|id| f.trade_id >= id))
+                    .collect();
+            trades.sort_by_key(|f| f.trade_id);
+            let limit = limit as usize;
+            let trades: Vec<&super::SimFill> = if from_id.is_some() {
+                trades.into_iter().take(limit).collect()
+            } else {
+                let skip = trades.len().saturating_sub(limit);
+                trades.into_iter().skip(skip).collect()
+            };
+            trades
+                .into_iter()
+                .map(|f| match market {
+                    SimMarket::Spot => payloads::spot_trade(f),
+                    SimMarket::Usdm => payloads::usdm_trade(f),
+                })
+                .collect()
+        }
+        _ => return Err(not_found()),
+    })
+}
+
+fn listen_key(inner: &Arc<Inner>, method: &Method, params: &Params) -> Result<Value, ApiError> {
+    let now = inner.server_time();
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -1125,
+            "This listenKey does not exist.",
+        )
+    };
+    let mut core = inner.lock();
+    if *method == Method::POST {
+        if core.valid_key(now).is_none() {
+            let key: String = (0..64)
+                .map(|_| {
+                    const CH: &[u8] =
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+                    CH[core.key_rng.random_range(0..CH.len())] as char
+                })
+                .collect();
+            core.listen_key = Some(ListenKey {
+                key,
+                expires_at: now,
+            });
+        }
+        let lk = core.listen_key.as_mut().ok_or_else(invalid)?;
+        lk.expires_at = now + LISTEN_KEY_TTL_MS;
+        return Ok(json!({"listenKey": lk.key}));
+    }
+    if *method == Method::PUT {
+        inner.keepalives.fetch_add(1, Ordering::Relaxed);
+        let Some(key) = core.valid_key(now).map(str::to_string) else {
+            return Err(invalid());
+        };
+        if params.get("listenKey").is_some_and(|k| *k != key) {
+            return Err(invalid());
+        }
+        if let Some(lk) = core.listen_key.as_mut() {
+            lk.expires_at = now + LISTEN_KEY_TTL_MS;
+        }
+        return Ok(json!({"listenKey": key}));
+    }
+    if *method == Method::DELETE {
+        core.listen_key = None;
+        close_usdm_streams(&mut core, false);
+        return Ok(json!({}));
+    }
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        -1000,
+        "Method not allowed.",
+    ))
+}
+
+/// Close every USD-M stream (close frame unless `abort`).
+pub(crate) fn close_usdm_streams(core: &mut Core, abort: bool) {
+    for (_, c) in std::mem::take(&mut core.conns) {
+        let _ = c.tx.send(if abort {
+            Out::Abort
+        } else {
+            Out::CloseAfter(Duration::ZERO)
+        });
+    }
+}
+
+// ------------------------------------------------------------------- WebSocket
+
+async fn ws_spot(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| conn_task(inner, socket, None))
+}
+
+async fn ws_usdm(
+    State(inner): State<Arc<Inner>>,
+    Path(key): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let now = inner.server_time();
+    let valid = inner.lock().valid_key(now) == Some(key.as_str());
+    if !valid {
+        return ws.on_upgrade(|mut socket| async move {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: "Invalid listen key".into(),
+                })))
+                .await;
+        });
+    }
+    ws.on_upgrade(move |socket| conn_task(inner, socket, Some(key)))
+}
+
+async fn conn_task(inner: Arc<Inner>, socket: WebSocket, key: Option<String>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = inner.lock().register(tx, key);
+    let (mut sink, mut stream) = socket.split();
+    let period = inner.cfg.ping_interval.max(Duration::from_millis(1));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut close_at: Option<tokio::time::Instant> = None;
+    let mut graceful = false;
+    loop {
+        let close_sleep = async {
+            match close_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = inner.cancel.cancelled() => { graceful = true; break; }
+            _ = close_sleep => { graceful = true; break; }
+            out = rx.recv() => match out {
+                None | Some(Out::Abort) => break,
+                Some(Out::Text(t)) => if sink.send(Message::Text(t.into())).await.is_err() { break },
+                Some(Out::Binary(b)) => if sink.send(Message::Binary(b.into())).await.is_err() { break },
+                Some(Out::CloseAfter(d)) => {
+                    let t = tokio::time::Instant::now() + d;
+                    close_at = Some(close_at.map_or(t, |c| c.min(t)));
+                }
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::from_static(b"sim"))).await.is_err() { break }
+            }
+            msg = stream.next() => match msg {
+                None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) => { graceful = true; break; }
+                Some(Ok(Message::Text(t))) => {
+                    if inner.cfg.market == SimMarket::Spot {
+                        let replies = ws_api_request(&inner, id, t.as_str());
+                        let mut failed = false;
+                        for r in replies {
+                            if sink.send(Message::Text(r.into())).await.is_err() { failed = true; break; }
+                        }
+                        if failed { break }
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    inner.lock().conns.remove(&id);
+    if graceful {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            })))
+            .await;
+    }
+    // Dropping the socket here closes TCP (abruptly when no close frame was sent).
+}
+
+fn rate_limits() -> Value {
+    json!([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 2}])
+}
+
+fn ws_error(id: &Value, e: &ApiError) -> String {
+    json!({
+        "id": id,
+        "status": e.status.as_u16(),
+        "error": {"code": e.code, "msg": e.msg},
+        "rateLimits": rate_limits()
+    })
+    .to_string()
+}
+
+fn ws_ok(id: &Value, result: Value) -> String {
+    json!({"id": id, "status": 200, "result": result, "rateLimits": rate_limits()}).to_string()
+}
+
+/// Handle one WebSocket API request on connection `conn`; returns the frames to send back.
+fn ws_api_request(inner: &Arc<Inner>, conn: u64, text: &str) -> Vec<String> {
+    let Ok(req) = serde_json::from_str::<Value>(text) else {
+        let e = ApiError::new(StatusCode::BAD_REQUEST, -1000, "Malformed request.");
+        return vec![ws_error(&Value::Null, &e)];
+    };
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    let method = req.get("method").and_then(Value::as_str).unwrap_or("");
+    let empty = Map::new();
+    let params = req
+        .get("params")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let now = inner.server_time();
+    match method {
+        "ping" => vec![ws_ok(&id, json!({}))],
+        "time" => vec![ws_ok(&id, json!({"serverTime": now}))],
+        "userDataStream.subscribe.signature" => {
+            if let Err(e) =
+                auth::verify_ws_params(params, &inner.cfg.api_key, &inner.cfg.api_secret, now)
+            {
+                return vec![ws_error(&id, &e)];
+            }
+            let mut core = inner.lock();
+            let Some(c) = core.conns.get_mut(&conn) else {
+                return Vec::new();
+            };
+            if c.sub.is_some() {
+                let e = ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    -2035,
+                    "User Data Stream subscription already active.",
+                );
+                return vec![ws_error(&id, &e)];
+            }
+            let sid = c.next_sub;
+            c.next_sub += 1;
+            c.sub = Some(sid);
+            vec![ws_ok(&id, json!({"subscriptionId": sid}))]
+        }
+        "userDataStream.unsubscribe" => {
+            let wanted = params.get("subscriptionId").and_then(Value::as_u64);
+            let mut core = inner.lock();
+            let e = core.model.event_time(now);
+            let Some(c) = core.conns.get_mut(&conn) else {
+                return Vec::new();
+            };
+            match (c.sub, wanted) {
+                (Some(s), w) if w.is_none_or(|w| w == s) => {
+                    c.sub = None;
+                    drop(core);
+                    inner.events_sent.fetch_add(1, Ordering::Relaxed);
+                    let ev = payloads::spot_event_stream_terminated(e);
+                    vec![
+                        ws_ok(&id, json!({})),
+                        json!({"subscriptionId": s, "event": ev}).to_string(),
+                    ]
+                }
+                (_, None) => vec![ws_ok(&id, json!({}))],
+                _ => {
+                    let e = ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        -2036,
+                        "User Data Stream subscription not found.",
+                    );
+                    vec![ws_error(&id, &e)]
+                }
+            }
+        }
+        "session.subscriptions" => {
+            let core = inner.lock();
+            let subs: Vec<Value> = core
+                .conns
+                .get(&conn)
+                .and_then(|c| c.sub)
+                .map(|s| json!({"subscriptionId": s}))
+                .into_iter()
+                .collect();
+            vec![ws_ok(&id, Value::Array(subs))]
+        }
+        _ => {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, -1102, "Unknown method.");
+            vec![ws_error(&id, &e)]
+        }
+    }
+}

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::account::change::seq_floor;
 use crate::account::{AccountState, CacheHandle, actor};
@@ -159,12 +159,23 @@ pub async fn run_daemon(
         metrics: crate::telemetry::metrics_handle(),
     };
     let http_cancel = CancellationToken::new();
-    let (addr, http_task) = crate::http::serve(settings.listen_addr(), http_state.clone(), http_cancel.clone()).await?;
+    let (addr, http_task) = crate::http::serve(
+        settings.listen_addr(),
+        http_state.clone(),
+        http_cancel.clone(),
+    )
+    .await?;
     if let Some(tx) = on_http {
         let _ = tx.send(addr);
     }
     let notifier = tokio::spawn(systemd_notifier(http_state));
-    let stream = Stream::new(rest, core.cache.clone(), StreamConfig::from_settings(&settings), health, cursors);
+    let stream = Stream::new(
+        rest,
+        core.cache.clone(),
+        StreamConfig::from_settings(&settings),
+        health,
+        cursors,
+    );
     let stream_result = stream.run(cancel.clone()).await;
     if let Err(e) = &stream_result {
         tracing::error!(error = %format!("{e:#}"), "stream stopped with an error");

@@ -110,7 +110,10 @@ fn shutdown_on_signals() -> anyhow::Result<tokio_util::sync::CancellationToken> 
         while let Some(sig) = signals.next().await {
             seen += 1;
             if seen == 1 {
-                tracing::info!(signal = sig, "shutdown requested: stopping intake and draining");
+                tracing::info!(
+                    signal = sig,
+                    "shutdown requested: stopping intake and draining"
+                );
                 token.cancel();
             } else {
                 tracing::warn!(signal = sig, "second signal: exiting at once");
@@ -130,7 +133,11 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             crate::app::run_daemon(settings, cancel, None).await?;
             Ok(())
         }
-        Command::Demo { market, rate, events } => {
+        Command::Demo {
+            market,
+            rate,
+            events,
+        } => {
             let market: crate::sim::SimMarket = market
                 .parse()
                 .map_err(|e| ConfigError::new("--market", format!("{e}")))?;
@@ -139,7 +146,12 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             crate::demo::run(settings, market, rate, events, cancel).await?;
             Ok(())
         }
-        Command::Sim { market, listen, rate, seed } => {
+        Command::Sim {
+            market,
+            listen,
+            rate,
+            seed,
+        } => {
             let market: crate::sim::SimMarket = market
                 .parse()
                 .map_err(|e| ConfigError::new("--market", format!("{e}")))?;

@@ -47,7 +47,11 @@ pub async fn run(
         let sim = sim.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if sim.wait_for_subscriber(Duration::from_secs(60)).await.is_err() {
+            if sim
+                .wait_for_subscriber(Duration::from_secs(60))
+                .await
+                .is_err()
+            {
                 tracing::error!("demo: the daemon did not subscribe within 60 s");
                 return;
             }
@@ -85,19 +89,24 @@ async fn pick_postgres(configured: &str) -> String {
             .acquire_timeout(Duration::from_secs(2))
             .connect(LOCAL_PG_ADMIN)
             .await?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(LOCAL_PG_DEMO_DB)
-            .fetch_optional(&pool)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(LOCAL_PG_DEMO_DB)
+                .fetch_optional(&pool)
+                .await?;
         if exists.is_none() {
-            sqlx::query("CREATE DATABASE acctstate_demo").execute(&pool).await?;
+            sqlx::query("CREATE DATABASE acctstate_demo")
+                .execute(&pool)
+                .await?;
         }
         Ok::<_, sqlx::Error>(())
     };
     match tokio::time::timeout(Duration::from_secs(5), attempt).await {
         Ok(Ok(())) => format!("postgres://postgres@127.0.0.1:5432/{LOCAL_PG_DEMO_DB}"),
         _ => {
-            tracing::warn!("demo: no Postgres at 127.0.0.1:5432 (and none configured): running WITHOUT Postgres");
+            tracing::warn!(
+                "demo: no Postgres at 127.0.0.1:5432 (and none configured): running WITHOUT Postgres"
+            );
             String::new()
         }
     }
@@ -118,7 +127,9 @@ async fn pick_redis(configured: &str) -> String {
     match tokio::time::timeout(Duration::from_secs(3), attempt).await {
         Ok(Ok(())) => LOCAL_REDIS.to_owned(),
         _ => {
-            tracing::warn!("demo: no Redis at 127.0.0.1:6379 (and none configured): running WITHOUT Redis");
+            tracing::warn!(
+                "demo: no Redis at 127.0.0.1:6379 (and none configured): running WITHOUT Redis"
+            );
             String::new()
         }
     }

@@ -42,7 +42,11 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Binds and serves until `cancel`; returns the bound address.
-pub async fn serve(addr: SocketAddr, state: HttpState, cancel: CancellationToken) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    cancel: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (http.listen): {e}"))?;
@@ -50,7 +54,10 @@ pub async fn serve(addr: SocketAddr, state: HttpState, cancel: CancellationToken
     let app = router(state);
     let task = tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "http server failed");
         }
     });
@@ -61,9 +68,16 @@ pub async fn serve(addr: SocketAddr, state: HttpState, cancel: CancellationToken
 async fn require_token(State(s): State<HttpState>, req: Request, next: Next) -> Response {
     if s.token.is_set() {
         let expected = format!("Bearer {}", s.token.expose());
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if given != Some(expected.as_str()) {
-            return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "missing or wrong bearer token"}))).into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "missing or wrong bearer token"})),
+            )
+                .into_response();
         }
     }
     next.run(req).await
@@ -72,17 +86,29 @@ async fn require_token(State(s): State<HttpState>, req: Request, next: Next) -> 
 async fn healthz(State(s): State<HttpState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), s.cache.view()).await {
         Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"ok": true}))).into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"ok": false, "reason": "cache actor not answering"}))).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ok": false, "reason": "cache actor not answering"})),
+        )
+            .into_response(),
     }
 }
 
 /// The reasons the daemon is not ready (empty = ready).
 pub async fn not_ready_reasons(s: &HttpState) -> Vec<String> {
     let mut reasons = Vec::new();
-    if !s.stream.snapshot_loaded.load(std::sync::atomic::Ordering::Relaxed) {
+    if !s
+        .stream
+        .snapshot_loaded
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         reasons.push("first snapshot not loaded".to_owned());
     }
-    if !s.stream.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+    if !s
+        .stream
+        .subscribed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         reasons.push("stream not subscribed".to_owned());
     }
     if let Some(pool) = &s.pg {
@@ -100,13 +126,21 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     if reasons.is_empty() {
         (StatusCode::OK, axum::Json(json!({"ready": true}))).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"ready": false, "reasons": reasons}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "reasons": reasons})),
+        )
+            .into_response()
     }
 }
 
 async fn metrics_text(State(s): State<HttpState>) -> Response {
     s.metrics.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn account(State(s): State<HttpState>) -> Response {
@@ -121,6 +155,10 @@ async fn account(State(s): State<HttpState>) -> Response {
             "stream": s.stream.to_json(),
         }))
         .into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "cache actor stopped"}))).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "cache actor stopped"})),
+        )
+            .into_response(),
     }
 }

@@ -15,4 +15,3 @@ pub mod http;
 pub mod sim;
 pub mod sink;
 pub mod telemetry;
-

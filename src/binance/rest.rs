@@ -15,7 +15,9 @@ use crate::config::{Secret, Settings};
 /// Why a REST call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
-    #[error("Binance rejected the API key or signature ({0}); check binance.api_key / binance.api_secret and the key's permissions")]
+    #[error(
+        "Binance rejected the API key or signature ({0}); check binance.api_key / binance.api_secret and the key's permissions"
+    )]
     Credentials(ApiError),
     #[error("Binance answered HTTP {status}: {error}")]
     Api { status: u16, error: ApiError },
@@ -110,18 +112,31 @@ impl RestClient {
     pub async fn sync_time(&self) -> Result<i64, RestError> {
         let before = chrono::Utc::now().timestamp_millis();
         let body = self
-            .send(Method::GET, &format!("{}/time", self.prefix()), String::new(), false)
+            .send(
+                Method::GET,
+                &format!("{}/time", self.prefix()),
+                String::new(),
+                false,
+            )
             .await?;
         let after = chrono::Utc::now().timestamp_millis();
         let server = convert::server_time(&body).map_err(|e| RestError::Parse(e.to_string()))?;
         let offset = server - (before + after) / 2;
         self.offset_ms.store(offset, Ordering::Relaxed);
-        tracing::debug!(offset_ms = offset, rtt_ms = after - before, "server time synced");
+        tracing::debug!(
+            offset_ms = offset,
+            rtt_ms = after - before,
+            "server time synced"
+        );
         Ok(offset)
     }
 
     /// A signed GET (`USER_DATA`): `timestamp` and `recvWindow` added, query signed.
-    pub async fn signed_get(&self, path: &str, params: &[(&str, String)]) -> Result<String, RestError> {
+    pub async fn signed_get(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<String, RestError> {
         let mut resynced = false;
         loop {
             let mut all: Vec<(&str, String)> = params.to_vec();
@@ -130,7 +145,9 @@ impl RestClient {
             let query = sign::signed_query(&all, self.api_secret.expose());
             match self.send(Method::GET, path, query, true).await {
                 Err(e) if e.code() == Some(-1021) && !resynced => {
-                    tracing::warn!("Binance says our timestamp is outside recvWindow (-1021); resyncing the clock offset");
+                    tracing::warn!(
+                        "Binance says our timestamp is outside recvWindow (-1021); resyncing the clock offset"
+                    );
                     self.sync_time().await?;
                     resynced = true;
                 }
@@ -140,11 +157,23 @@ impl RestClient {
     }
 
     /// An API-key-only call (`USER_STREAM`), e.g. the listenKey endpoints.
-    pub async fn key_call(&self, method: Method, path: &str, params: &[(&str, String)]) -> Result<String, RestError> {
-        self.send(method, path, sign::encode_query(params), true).await
+    pub async fn key_call(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<String, RestError> {
+        self.send(method, path, sign::encode_query(params), true)
+            .await
     }
 
-    async fn send(&self, method: Method, path: &str, query: String, with_key: bool) -> Result<String, RestError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: String,
+        with_key: bool,
+    ) -> Result<String, RestError> {
         let url = if query.is_empty() {
             format!("{}{path}", self.base)
         } else {
@@ -176,8 +205,16 @@ impl RestClient {
             metrics::counter!("acctstate_rest_calls_total", "path" => path.to_owned(), "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
             let wait = match &result {
                 Ok(_) => return result,
-                Err(RestError::RateLimited { retry_after_secs, status }) => {
-                    tracing::warn!(status, retry_after_secs, path, "Binance rate limit; backing off");
+                Err(RestError::RateLimited {
+                    retry_after_secs,
+                    status,
+                }) => {
+                    tracing::warn!(
+                        status,
+                        retry_after_secs,
+                        path,
+                        "Binance rate limit; backing off"
+                    );
                     if *retry_after_secs > MAX_RETRY_AFTER {
                         return result;
                     }
@@ -190,7 +227,12 @@ impl RestClient {
             if attempt >= ATTEMPTS {
                 return result;
             }
-            tracing::debug!(path, attempt, wait_ms = wait.as_millis() as u64, "retrying REST call");
+            tracing::debug!(
+                path,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying REST call"
+            );
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
@@ -202,7 +244,11 @@ fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
 
-fn classify(status: StatusCode, retry_after: Option<u64>, body: String) -> Result<String, RestError> {
+fn classify(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: String,
+) -> Result<String, RestError> {
     if status.is_success() {
         return Ok(body);
     }
@@ -214,8 +260,13 @@ fn classify(status: StatusCode, retry_after: Option<u64>, body: String) -> Resul
         });
     }
     match convert::api_error(&body) {
-        Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => Err(RestError::Credentials(e)),
-        Some(e) => Err(RestError::Api { status: code, error: e }),
+        Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => {
+            Err(RestError::Credentials(e))
+        }
+        Some(e) => Err(RestError::Api {
+            status: code,
+            error: e,
+        }),
         None => Err(RestError::Http {
             status: code,
             excerpt: body.chars().take(200).collect(),

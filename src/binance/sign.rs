@@ -37,7 +37,8 @@ pub fn signed_query(params: &[(&str, String)], secret: &str) -> String {
 
 /// WebSocket API payload: every parameter but `signature`, sorted by key, `k=v` joined by `&`.
 pub fn ws_payload(params: &[(&str, String)]) -> String {
-    let mut sorted: Vec<&(&str, String)> = params.iter().filter(|(k, _)| *k != "signature").collect();
+    let mut sorted: Vec<&(&str, String)> =
+        params.iter().filter(|(k, _)| *k != "signature").collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     sorted
         .iter()

@@ -17,7 +17,11 @@ use crate::account::{AccountView, Fill, Market, Order, Snapshot};
 pub type TradeCursors = BTreeMap<String, i64>;
 
 /// Takes a snapshot and resolves what the cache holds that the snapshot does not explain.
-pub async fn fetch(rest: &RestClient, view: &AccountView, cursors: &TradeCursors) -> anyhow::Result<Snapshot> {
+pub async fn fetch(
+    rest: &RestClient,
+    view: &AccountView,
+    cursors: &TradeCursors,
+) -> anyhow::Result<Snapshot> {
     let as_of = rest.server_now();
     let mut snap = Snapshot {
         as_of,
@@ -25,8 +29,9 @@ pub async fn fetch(rest: &RestClient, view: &AccountView, cursors: &TradeCursors
     };
     match rest.market() {
         Market::Spot => {
+            let omit_zero = [("omitZeroBalances", "true".to_owned())];
             let (account, orders) = tokio::join!(
-                rest.signed_get("/api/v3/account", &[("omitZeroBalances", "true".into())]),
+                rest.signed_get("/api/v3/account", &omit_zero),
                 rest.signed_get("/api/v3/openOrders", &[]),
             );
             let (_, balances) = convert::spot_account(&account.context("GET /api/v3/account")?)?;
@@ -45,8 +50,9 @@ pub async fn fetch(rest: &RestClient, view: &AccountView, cursors: &TradeCursors
                 &positions.context("GET /fapi/v3/positionRisk")?,
             )?);
             snap.orders = convert::usdm_orders(&orders.context("GET /fapi/v1/openOrders")?)?;
-            snap.orders
-                .extend(convert::usdm_algo_orders(&algos.context("GET /fapi/v1/openAlgoOrders")?)?);
+            snap.orders.extend(convert::usdm_algo_orders(
+                &algos.context("GET /fapi/v1/openAlgoOrders")?,
+            )?);
         }
     }
     resolve_gaps(rest, view, cursors, &mut snap).await;
@@ -63,7 +69,13 @@ fn paths(market: Market) -> (&'static str, &'static str) {
 async fn get_order(rest: &RestClient, symbol: &str, order_id: i64) -> anyhow::Result<Order> {
     let (order_path, _) = paths(rest.market());
     let body = rest
-        .signed_get(order_path, &[("symbol", symbol.to_owned()), ("orderId", order_id.to_string())])
+        .signed_get(
+            order_path,
+            &[
+                ("symbol", symbol.to_owned()),
+                ("orderId", order_id.to_string()),
+            ],
+        )
         .await?;
     Ok(match rest.market() {
         Market::Spot => convert::spot_order(&body)?,
@@ -71,7 +83,11 @@ async fn get_order(rest: &RestClient, symbol: &str, order_id: i64) -> anyhow::Re
     })
 }
 
-async fn get_trades(rest: &RestClient, symbol: &str, filter: (&'static str, i64)) -> anyhow::Result<Vec<Fill>> {
+async fn get_trades(
+    rest: &RestClient,
+    symbol: &str,
+    filter: (&'static str, i64),
+) -> anyhow::Result<Vec<Fill>> {
     let (_, trades_path) = paths(rest.market());
     let body = rest
         .signed_get(
@@ -90,7 +106,12 @@ async fn get_trades(rest: &RestClient, symbol: &str, filter: (&'static str, i64)
 }
 
 /// Adds to the snapshot the final state of vanished orders and the trades the stream missed.
-async fn resolve_gaps(rest: &RestClient, view: &AccountView, cursors: &TradeCursors, snap: &mut Snapshot) {
+async fn resolve_gaps(
+    rest: &RestClient,
+    view: &AccountView,
+    cursors: &TradeCursors,
+    snap: &mut Snapshot,
+) {
     let listed: HashSet<String> = snap.orders.iter().map(Order::key).collect();
 
     // Trades: per known symbol from the last trade id seen; per order whose fill grew otherwise.
@@ -120,7 +141,11 @@ async fn resolve_gaps(rest: &RestClient, view: &AccountView, cursors: &TradeCurs
         .iter()
         .filter(|o| !cursors.contains_key(&o.symbol) && o.order_id > 0)
         .filter(|o| {
-            let held = view.open_orders.get(&o.key()).map(|h| h.executed_qty).unwrap_or_default();
+            let held = view
+                .open_orders
+                .get(&o.key())
+                .map(|h| h.executed_qty)
+                .unwrap_or_default();
             o.executed_qty > held
         })
         .map(|o| (o.symbol.clone(), o.order_id))
@@ -128,7 +153,9 @@ async fn resolve_gaps(rest: &RestClient, view: &AccountView, cursors: &TradeCurs
     for (symbol, order_id) in grew {
         match get_trades(rest, &symbol, ("orderId", order_id)).await {
             Ok(page) => fills.extend(page),
-            Err(e) => tracing::warn!(symbol, order_id, error = %format!("{e:#}"), "trade backfill failed"),
+            Err(e) => {
+                tracing::warn!(symbol, order_id, error = %format!("{e:#}"), "trade backfill failed")
+            }
         }
     }
 

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::convert::{self, Frame};
 use super::rest::{RestClient, RestError};
-use super::snapshot::{self, TradeCursors};
 use super::sign;
+use super::snapshot::{self, TradeCursors};
 use crate::account::{CacheHandle, Market, Millis, Snapshot, Update};
 use crate::config::Settings;
 
@@ -89,7 +89,7 @@ enum End {
     Cancelled,
     Reconnect(String),
     /// Spot `serverShutdown`: a new session is already open.
-    Handover(Session),
+    Handover(Box<Session>),
 }
 
 struct Session {
@@ -117,7 +117,13 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(rest: Arc<RestClient>, cache: CacheHandle, cfg: StreamConfig, health: Arc<StreamHealth>, cursors: TradeCursors) -> Self {
+    pub fn new(
+        rest: Arc<RestClient>,
+        cache: CacheHandle,
+        cfg: StreamConfig,
+        health: Arc<StreamHealth>,
+        cursors: TradeCursors,
+    ) -> Self {
         Stream {
             rest,
             cache,
@@ -140,14 +146,14 @@ impl Stream {
         }
         let mut backoff = Duration::from_millis(250);
         let mut ever_subscribed = false;
-        let mut next: Option<Session> = None;
+        let mut next: Option<Box<Session>> = None;
         let mut last_key: Option<String> = None;
         loop {
             if cancel.is_cancelled() {
                 break;
             }
             let opened = match next.take() {
-                Some(s) => Ok(s),
+                Some(s) => Ok(*s),
                 None => tokio::select! {
                     _ = cancel.cancelled() => break,
                     s = self.open() => s,
@@ -190,7 +196,13 @@ impl Stream {
                     tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "stream: disconnected, reconnecting");
                     let _ = self
                         .cache
-                        .apply(now_ms(), Update::Status { event: "disconnected".into(), detail: Some(reason) })
+                        .apply(
+                            now_ms(),
+                            Update::Status {
+                                event: "disconnected".into(),
+                                detail: Some(reason),
+                            },
+                        )
                         .await;
                     metrics::counter!("acctstate_reconnects_total").increment(1);
                     self.health.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -235,15 +247,25 @@ impl Stream {
                 let mut ws = self.connect(&self.cfg.ws_url).await?;
                 self.subscribe(&mut ws).await?;
                 tracing::info!("stream: connected and subscribed (spot WebSocket API)");
-                Ok(Session { ws, listen_key: None })
+                Ok(Session {
+                    ws,
+                    listen_key: None,
+                })
             }
             Market::Usdm => {
-                let body = self.rest.key_call(Method::POST, "/fapi/v1/listenKey", &[]).await?;
-                let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
+                let body = self
+                    .rest
+                    .key_call(Method::POST, "/fapi/v1/listenKey", &[])
+                    .await?;
+                let key =
+                    convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
                 let url = format!("{}/private/ws/{key}", self.cfg.ws_url);
                 let ws = self.connect(&url).await?;
                 tracing::info!("stream: connected (usdm listenKey stream)");
-                Ok(Session { ws, listen_key: Some(key) })
+                Ok(Session {
+                    ws,
+                    listen_key: Some(key),
+                })
             }
         }
     }
@@ -263,7 +285,9 @@ impl Stream {
             .into_iter()
             .map(|(k, v)| {
                 let v = if k == "timestamp" || k == "recvWindow" {
-                    v.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(v))
+                    v.parse::<i64>()
+                        .map(serde_json::Value::from)
+                        .unwrap_or(serde_json::Value::String(v))
                 } else {
                     serde_json::Value::String(v)
                 };
@@ -281,23 +305,34 @@ impl Stream {
                 .map_err(|_| OpenError::Other("no answer to the subscription request".into()))?;
             let text = match msg {
                 Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) | None => return Err(OpenError::Other("closed during subscription".into())),
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err(OpenError::Other("closed during subscription".into()));
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(OpenError::Other(format!("read: {e}"))),
             };
-            if let Ok(Frame::Response { id: Some(rid), status, error, .. }) = convert::parse_spot_frame(&text)
+            if let Ok(Frame::Response {
+                id: Some(rid),
+                status,
+                error,
+                ..
+            }) = convert::parse_spot_frame(&text)
                 && rid == id
             {
                 return match error {
                     None if status == 200 => Ok(()),
-                    Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => Err(RestError::Credentials(e).into()),
+                    Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => {
+                        Err(RestError::Credentials(e).into())
+                    }
                     Some(e) => {
                         if e.code == -1021 {
                             let _ = self.rest.sync_time().await;
                         }
                         Err(OpenError::Other(format!("subscription refused: {e}")))
                     }
-                    None => Err(OpenError::Other(format!("subscription refused with status {status}"))),
+                    None => Err(OpenError::Other(format!(
+                        "subscription refused with status {status}"
+                    ))),
                 };
             }
         }
@@ -318,9 +353,24 @@ impl Stream {
         for f in &snap.fills {
             self.advance_cursor(&f.symbol, f.trade_id);
         }
-        let counts = (snap.balances.len(), snap.positions.as_ref().map_or(0, Vec::len), snap.orders.len(), snap.fills.len());
-        let n = self.cache.apply_and_wait(snap.as_of, Update::Snapshot(snap)).await?;
-        tracing::info!(balances = counts.0, positions = counts.1, orders = counts.2, backfilled_fills = counts.3, changes = n, "snapshot applied");
+        let counts = (
+            snap.balances.len(),
+            snap.positions.as_ref().map_or(0, Vec::len),
+            snap.orders.len(),
+            snap.fills.len(),
+        );
+        let n = self
+            .cache
+            .apply_and_wait(snap.as_of, Update::Snapshot(snap))
+            .await?;
+        tracing::info!(
+            balances = counts.0,
+            positions = counts.1,
+            orders = counts.2,
+            backfilled_fills = counts.3,
+            changes = n,
+            "snapshot applied"
+        );
         Ok(n)
     }
 
@@ -339,7 +389,16 @@ impl Stream {
         self.health.connected.store(true, Ordering::Relaxed);
         self.health.subscribed.store(true, Ordering::Relaxed);
         metrics::gauge!("acctstate_stream_connected").set(1.0);
-        let _ = self.cache.apply(now_ms(), Update::Status { event: "connected".into(), detail: None }).await;
+        let _ = self
+            .cache
+            .apply(
+                now_ms(),
+                Update::Status {
+                    event: "connected".into(),
+                    detail: None,
+                },
+            )
+            .await;
 
         let mut buffer: Option<Vec<(Millis, Update)>> = Some(Vec::new());
         let mut snapshot_task = Some(self.spawn_snapshot());
@@ -351,11 +410,15 @@ impl Stream {
         ping.reset();
         let mut keepalive = tokio::time::interval(self.cfg.keepalive_every);
         keepalive.reset();
-        let reconcile_period = self.cfg.reconcile_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let reconcile_period = self
+            .cfg
+            .reconcile_every
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let mut reconcile = tokio::time::interval(reconcile_period);
         reconcile.reset();
 
         loop {
+            let reconcile_due = snapshot_task.is_none() && self.cfg.reconcile_every.is_some();
             let snapshot_done = async {
                 match snapshot_task.as_mut() {
                     Some(t) => t.await,
@@ -376,7 +439,7 @@ impl Stream {
                             Err(end) => match end {
                                 Ctl::ServerShutdown => {
                                     match self.open().await {
-                                        Ok(new) => { let _ = s.ws.close(None).await; return End::Handover(new); }
+                                        Ok(new) => { let _ = s.ws.close(None).await; return End::Handover(Box::new(new)); }
                                         Err(e) => return End::Reconnect(format!("server shutdown; new connection failed: {e}")),
                                     }
                                 }
@@ -454,7 +517,7 @@ impl Stream {
                         Err(e) => tracing::warn!(error = %e, "listenKey keepalive failed"),
                     }
                 }
-                _ = reconcile.tick(), if snapshot_task.is_none() && self.cfg.reconcile_every.is_some() => {
+                _ = reconcile.tick(), if reconcile_due => {
                     snapshot_task = Some(self.spawn_snapshot());
                 }
                 _ = tokio::time::sleep_until(rotate_at) => {
@@ -480,11 +543,19 @@ impl Stream {
             }
         };
         match frame {
-            Frame::Update { event_time, update, event_type } => {
+            Frame::Update {
+                event_time,
+                update,
+                event_type,
+            } => {
                 count_event(event_type, event_time);
                 Ok(vec![(event_time, update)])
             }
-            Frame::Updates { event_time, updates, event_type } => {
+            Frame::Updates {
+                event_time,
+                updates,
+                event_type,
+            } => {
                 count_event(event_type, event_time);
                 Ok(updates.into_iter().map(|u| (event_time, u)).collect())
             }
@@ -492,7 +563,9 @@ impl Stream {
                 metrics::counter!("acctstate_events_total", "type" => event_type).increment(1);
                 Ok(Vec::new())
             }
-            Frame::StreamTerminated => Err(Ctl::Reconnect("subscription terminated (eventStreamTerminated); resubscribing".into())),
+            Frame::StreamTerminated => Err(Ctl::Reconnect(
+                "subscription terminated (eventStreamTerminated); resubscribing".into(),
+            )),
             Frame::ListenKeyExpired => Err(Ctl::Reconnect("listenKey expired".into())),
             Frame::ServerShutdown => Err(Ctl::ServerShutdown),
             Frame::Response { status, error, .. } => {

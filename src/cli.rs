@@ -49,6 +49,12 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The connectivity audit: config, Postgres, migrations, Redis, Binance REST, key, stream.
+    Check {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Applies the embedded migrations and exits.
     Migrate,
 }
@@ -60,6 +66,9 @@ pub enum Failure {
     Config(#[from] ConfigError),
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+    /// Already reported on stdout (a failed `check`): exit 1 without another message.
+    #[error("failed")]
+    Quiet,
 }
 
 pub fn main() -> ExitCode {
@@ -89,6 +98,7 @@ pub fn main() -> ExitCode {
             eprintln!("acctstate: {e}");
             ExitCode::from(2)
         }
+        Err(Failure::Quiet) => ExitCode::from(1),
         Err(Failure::Other(e)) => {
             tracing::error!(error = %format!("{e:#}"), "acctstate failed");
             eprintln!("acctstate: {e:#}");
@@ -162,6 +172,22 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             cfg.seed = seed;
             crate::sim::serve(cfg, rate, async move { cancel.cancelled().await }).await?;
             Ok(())
+        }
+        Command::Check { json } => {
+            let report = crate::check::run(&settings).await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+                );
+            } else {
+                print!("{}", crate::check::table(&report));
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(Failure::Quiet)
+            }
         }
         Command::Migrate => {
             crate::telemetry::init_logging(&settings.log);

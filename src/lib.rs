@@ -8,6 +8,7 @@
 pub mod account;
 pub mod app;
 pub mod binance;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -113,7 +113,6 @@ pub struct Stream {
     cfg: StreamConfig,
     health: Arc<StreamHealth>,
     cursors: TradeCursors,
-    next_id: u64,
 }
 
 impl Stream {
@@ -130,7 +129,6 @@ impl Stream {
             cfg,
             health,
             cursors,
-            next_id: 0,
         }
     }
 
@@ -156,7 +154,7 @@ impl Stream {
                 Some(s) => Ok(*s),
                 None => tokio::select! {
                     _ = cancel.cancelled() => break,
-                    s = self.open() => s,
+                    s = open(&self.rest, &self.cfg) => s,
                 },
             };
             let session = match opened {
@@ -226,116 +224,6 @@ impl Stream {
         }
         tracing::info!("stream stopped");
         Ok(())
-    }
-
-    async fn connect(&self, url: &str) -> Result<Ws, OpenError> {
-        let config = WebSocketConfig::default()
-            .max_frame_size(Some(self.cfg.max_frame_bytes))
-            .max_message_size(Some(self.cfg.max_frame_bytes));
-        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
-        match tokio::time::timeout(Duration::from_secs(10), connect).await {
-            Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(OpenError::Other(format!("websocket connect: {e}"))),
-            Err(_) => Err(OpenError::Other("websocket connect timed out".into())),
-        }
-    }
-
-    /// Connects and subscribes.
-    async fn open(&mut self) -> Result<Session, OpenError> {
-        match self.market() {
-            Market::Spot => {
-                let mut ws = self.connect(&self.cfg.ws_url).await?;
-                self.subscribe(&mut ws).await?;
-                tracing::info!("stream: connected and subscribed (spot WebSocket API)");
-                Ok(Session {
-                    ws,
-                    listen_key: None,
-                })
-            }
-            Market::Usdm => {
-                let body = self
-                    .rest
-                    .key_call(Method::POST, "/fapi/v1/listenKey", &[])
-                    .await?;
-                let key =
-                    convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
-                let url = format!("{}/private/ws/{key}", self.cfg.ws_url);
-                let ws = self.connect(&url).await?;
-                tracing::info!("stream: connected (usdm listenKey stream)");
-                Ok(Session {
-                    ws,
-                    listen_key: Some(key),
-                })
-            }
-        }
-    }
-
-    /// Spot: `userDataStream.subscribe.signature`, then wait for its answer.
-    async fn subscribe(&mut self, ws: &mut Ws) -> Result<(), OpenError> {
-        self.next_id += 1;
-        let id = format!("sub-{}", self.next_id);
-        let mut params: Vec<(&str, String)> = vec![
-            ("apiKey", self.rest.api_key().expose().to_owned()),
-            ("recvWindow", self.rest.recv_window_ms().to_string()),
-            ("timestamp", self.rest.server_now().to_string()),
-        ];
-        let signature = sign::hmac_hex(self.rest.api_secret().expose(), &sign::ws_payload(&params));
-        params.push(("signature", signature));
-        let params: serde_json::Map<String, serde_json::Value> = params
-            .into_iter()
-            .map(|(k, v)| {
-                let v = if k == "timestamp" || k == "recvWindow" {
-                    v.parse::<i64>()
-                        .map(serde_json::Value::from)
-                        .unwrap_or(serde_json::Value::String(v))
-                } else {
-                    serde_json::Value::String(v)
-                };
-                (k.to_owned(), v)
-            })
-            .collect();
-        let request = serde_json::json!({"id": id, "method": "userDataStream.subscribe.signature", "params": params});
-        ws.send(Message::text(request.to_string()))
-            .await
-            .map_err(|e| OpenError::Other(format!("send subscribe: {e}")))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let msg = tokio::time::timeout_at(deadline, ws.next())
-                .await
-                .map_err(|_| OpenError::Other("no answer to the subscription request".into()))?;
-            let text = match msg {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err(OpenError::Other("closed during subscription".into()));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(OpenError::Other(format!("read: {e}"))),
-            };
-            if let Ok(Frame::Response {
-                id: Some(rid),
-                status,
-                error,
-                ..
-            }) = convert::parse_spot_frame(&text)
-                && rid == id
-            {
-                return match error {
-                    None if status == 200 => Ok(()),
-                    Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => {
-                        Err(RestError::Credentials(e).into())
-                    }
-                    Some(e) => {
-                        if e.code == -1021 {
-                            let _ = self.rest.sync_time().await;
-                        }
-                        Err(OpenError::Other(format!("subscription refused: {e}")))
-                    }
-                    None => Err(OpenError::Other(format!(
-                        "subscription refused with status {status}"
-                    ))),
-                };
-            }
-        }
     }
 
     fn spawn_snapshot(&self) -> JoinHandle<anyhow::Result<Snapshot>> {
@@ -438,7 +326,7 @@ impl Stream {
                             Ok(u) => u,
                             Err(end) => match end {
                                 Ctl::ServerShutdown => {
-                                    match self.open().await {
+                                    match open(&self.rest, &self.cfg).await {
                                         Ok(new) => { let _ = s.ws.close(None).await; return End::Handover(Box::new(new)); }
                                         Err(e) => return End::Reconnect(format!("server shutdown; new connection failed: {e}")),
                                     }
@@ -581,6 +469,122 @@ impl Stream {
             }
         }
     }
+}
+
+async fn connect(cfg: &StreamConfig, url: &str) -> Result<Ws, OpenError> {
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(cfg.max_frame_bytes))
+        .max_message_size(Some(cfg.max_frame_bytes));
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(OpenError::Other(format!("websocket connect: {e}"))),
+        Err(_) => Err(OpenError::Other("websocket connect timed out".into())),
+    }
+}
+
+/// Connects and subscribes.
+async fn open(rest: &RestClient, cfg: &StreamConfig) -> Result<Session, OpenError> {
+    match rest.market() {
+        Market::Spot => {
+            let mut ws = connect(cfg, &cfg.ws_url).await?;
+            subscribe(rest, &mut ws).await?;
+            tracing::info!("stream: connected and subscribed (spot WebSocket API)");
+            Ok(Session {
+                ws,
+                listen_key: None,
+            })
+        }
+        Market::Usdm => {
+            let body = rest
+                .key_call(Method::POST, "/fapi/v1/listenKey", &[])
+                .await?;
+            let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
+            let url = format!("{}/private/ws/{key}", cfg.ws_url);
+            let ws = connect(cfg, &url).await?;
+            tracing::info!("stream: connected (usdm listenKey stream)");
+            Ok(Session {
+                ws,
+                listen_key: Some(key),
+            })
+        }
+    }
+}
+
+/// Spot: `userDataStream.subscribe.signature`, then wait for its answer.
+async fn subscribe(rest: &RestClient, ws: &mut Ws) -> Result<(), OpenError> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = format!("sub-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let mut params: Vec<(&str, String)> = vec![
+        ("apiKey", rest.api_key().expose().to_owned()),
+        ("recvWindow", rest.recv_window_ms().to_string()),
+        ("timestamp", rest.server_now().to_string()),
+    ];
+    let signature = sign::hmac_hex(rest.api_secret().expose(), &sign::ws_payload(&params));
+    params.push(("signature", signature));
+    let params: serde_json::Map<String, serde_json::Value> = params
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == "timestamp" || k == "recvWindow" {
+                v.parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::String(v))
+            } else {
+                serde_json::Value::String(v)
+            };
+            (k.to_owned(), v)
+        })
+        .collect();
+    let request = serde_json::json!({"id": id, "method": "userDataStream.subscribe.signature", "params": params});
+    ws.send(Message::text(request.to_string()))
+        .await
+        .map_err(|e| OpenError::Other(format!("send subscribe: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| OpenError::Other("no answer to the subscription request".into()))?;
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(OpenError::Other("closed during subscription".into()));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(OpenError::Other(format!("read: {e}"))),
+        };
+        if let Ok(Frame::Response {
+            id: Some(rid),
+            status,
+            error,
+            ..
+        }) = convert::parse_spot_frame(&text)
+            && rid == id
+        {
+            return match error {
+                None if status == 200 => Ok(()),
+                Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => {
+                    Err(RestError::Credentials(e).into())
+                }
+                Some(e) => {
+                    if e.code == -1021 {
+                        let _ = rest.sync_time().await;
+                    }
+                    Err(OpenError::Other(format!("subscription refused: {e}")))
+                }
+                None => Err(OpenError::Other(format!(
+                    "subscription refused with status {status}"
+                ))),
+            };
+        }
+    }
+}
+
+/// Opens a user-data session and closes it again: `acctstate check`'s stream probe.
+/// (USD-M: the listenKey is left alive; it is shared with a running daemon.)
+pub async fn probe(rest: &RestClient, cfg: &StreamConfig) -> Result<(), String> {
+    let mut session = open(rest, cfg).await.map_err(|e| e.to_string())?;
+    let _ = session.ws.close(None).await;
+    Ok(())
 }
 
 /// A control event that ends the connection.

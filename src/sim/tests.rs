@@ -247,7 +247,7 @@ fn dec_of(v: &Value) -> Decimal {
         .unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
 
-fn first<'a>(evs: &'a [Value], pred: impl Fn(&Value) -> bool) -> &'a Value {
+fn first(evs: &[Value], pred: impl Fn(&Value) -> bool) -> &Value {
     evs.iter()
         .find(|v| pred(unwrap_event(v)))
         .expect("no such event in the session")

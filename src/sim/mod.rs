@@ -296,9 +296,10 @@ impl Sim {
         let inner = self.inner();
         let now = inner.server_time();
         let mut core = inner.lock();
+        let mut delivered = core.expire_if_due(now);
         let events = core.model.step(now);
         let n = events.len();
-        let delivered = core.emit(events);
+        delivered += core.emit(events);
         drop(core);
         inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
         n

@@ -1042,6 +1042,16 @@ async fn usdm_listen_key_lifecycle_and_expiry() {
     // A new POST gives a new key; DELETE invalidates it.
     let (key2, mut ws2) = usdm_connect(&sim).await;
     assert_ne!(key2, key);
+    // 60 minutes without a keepalive: the key expires by itself at the next step.
+    sim.set_clock_offset_ms(61 * 60 * 1000);
+    sim.step().await;
+    let ev = next_json(&mut ws2, T).await.expect("listenKeyExpired");
+    assert_eq!(ev["e"], "listenKeyExpired");
+    assert!(next_json(&mut ws2, T).await.is_none());
+    let put = http(&sim, "PUT", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "").await;
+    assert_eq!(put.json()["code"], -1125);
+    sim.set_clock_offset_ms(0);
+    let (_key3, mut ws2) = usdm_connect(&sim).await;
     let del = http(&sim, "DELETE", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "").await;
     assert_eq!(del.status, 200);
     assert!(next_json(&mut ws2, T).await.is_none());

@@ -1060,10 +1060,10 @@ impl Model {
                 qty,
                 now,
             );
-            if self.market == SimMarket::Spot {
-                if let Some((asset, amt)) = self.spot_lock(&o) {
-                    self.balance_mut(&asset).locked += amt;
-                }
+            if self.market == SimMarket::Spot
+                && let Some((asset, amt)) = self.spot_lock(&o)
+            {
+                self.balance_mut(&asset).locked += amt;
             }
             self.insert_open(o);
         }

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::server::{Out, close_usdm_streams};
+use super::server::Out;
 use super::{Sim, SimMarket, payloads};
 
 /// "The next `remaining` REST calls answer `status`."
@@ -63,14 +63,8 @@ impl Sim {
     pub fn expire_listen_key(&self) {
         let inner = self.inner();
         let now = inner.server_time();
-        let mut core = inner.lock();
-        let Some(lk) = core.listen_key.take() else {
-            return;
-        };
-        let e = core.model.event_time(now);
-        let n = core.deliver(&payloads::usdm_listen_key_expired(e, &lk.key));
+        let n = inner.lock().expire_listen_key(now);
         inner.events_sent.fetch_add(n, Ordering::Relaxed);
-        close_usdm_streams(&mut core, false);
     }
 
     /// Spot: push `eventStreamTerminated` on every subscription and stop delivering on it

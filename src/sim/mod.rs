@@ -5,6 +5,16 @@
 //! This module owns the public API (`Sim`, `SimConfig`, `SimState`, `serve`). It deliberately
 //! imports nothing from the rest of the crate, so that a misreading of Binance's wire format
 //! in the daemon cannot be hidden by sharing code with the sim.
+//!
+//! Notes on choices the documentation leaves open:
+//! - `ALGO_UPDATE.o.ai` is a string (`""` until triggered, then the new order id as text), as
+//!   in Binance's example; USD-M `ACCOUNT_UPDATE` for deposits/withdrawals carries `"P":[]`,
+//!   funding fees carry no `P`.
+//! - Spot fills charge commission in the received asset; a market order may fill in two
+//!   trades, each followed by its own `outboundAccountPosition`.
+//! - Server Ping frames are sent; a missing Pong does not disconnect the client.
+//! - Check order for SIGNED calls: API key (-2015), timestamp/recvWindow (-1021), signature
+//!   (-1022).
 
 mod account;
 mod auth;
@@ -296,9 +306,10 @@ impl Sim {
         let inner = self.inner();
         let now = inner.server_time();
         let mut core = inner.lock();
+        let mut delivered = core.expire_if_due(now);
         let events = core.model.step(now);
         let n = events.len();
-        let delivered = core.emit(events);
+        delivered += core.emit(events);
         drop(core);
         inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
         n

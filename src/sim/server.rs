@@ -154,6 +154,31 @@ impl Core {
         id
     }
 
+    /// USD-M: push `listenKeyExpired` to the streams, forget the key and close the streams;
+    /// returns the deliveries.
+    pub fn expire_listen_key(&mut self, now: i64) -> u64 {
+        let Some(lk) = self.listen_key.take() else {
+            return 0;
+        };
+        let e = self.model.event_time(now);
+        let n = self.deliver(&payloads::usdm_listen_key_expired(e, &lk.key));
+        close_usdm_streams(self, false);
+        n
+    }
+
+    /// Expire the listenKey if its 60 minutes have run out without a keepalive.
+    pub fn expire_if_due(&mut self, now: i64) -> u64 {
+        if self
+            .listen_key
+            .as_ref()
+            .is_some_and(|k| k.expires_at <= now)
+        {
+            self.expire_listen_key(now)
+        } else {
+            0
+        }
+    }
+
     /// The active listenKey if it has not expired.
     pub fn valid_key(&self, now: i64) -> Option<&str> {
         self.listen_key
@@ -414,6 +439,8 @@ fn listen_key(inner: &Arc<Inner>, method: &Method, params: &Params) -> Result<Va
         )
     };
     let mut core = inner.lock();
+    let n = core.expire_if_due(now);
+    inner.events_sent.fetch_add(n, Ordering::Relaxed);
     if *method == Method::POST {
         if core.valid_key(now).is_none() {
             let key: String = (0..64)

@@ -380,3 +380,414 @@ fn apply_position(
     positions.insert(key, p.clone());
     out.emit(Entity::Position(p));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::change::Kind;
+
+    const T0: Millis = 1_700_000_000_000;
+    const FIRST: i64 = 1_000;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn state() -> AccountState {
+        AccountState::new("t", Market::Spot, FIRST)
+    }
+
+    fn patch(asset: &str, free: &str, locked: &str, at: Millis) -> Update {
+        Update::Balances(vec![BalancePatch {
+            asset: asset.into(),
+            free: Some(d(free)),
+            locked: Some(d(locked)),
+            wallet_balance: None,
+            cross_wallet_balance: None,
+            updated_at: at,
+        }])
+    }
+
+    fn order(symbol: &str, id: i64, status: OrderStatus, executed: &str, at: Millis) -> Order {
+        Order {
+            symbol: symbol.into(),
+            order_id: id,
+            client_order_id: format!("c{id}"),
+            side: "BUY".into(),
+            order_type: "LIMIT".into(),
+            time_in_force: "GTC".into(),
+            status,
+            price: d("100"),
+            stop_price: d("0"),
+            orig_qty: d("2"),
+            executed_qty: d(executed),
+            cum_quote_qty: d(executed) * d("100"),
+            created_at: T0,
+            updated_at: at,
+        }
+    }
+
+    fn fill(symbol: &str, trade_id: i64, order_id: i64, at: Millis) -> Fill {
+        Fill {
+            symbol: symbol.into(),
+            trade_id,
+            order_id,
+            side: "BUY".into(),
+            price: d("100"),
+            qty: d("1"),
+            quote_qty: d("100"),
+            commission: d("0.1"),
+            commission_asset: Some("USDT".into()),
+            is_maker: true,
+            realized_pnl: None,
+            traded_at: at,
+        }
+    }
+
+    fn ord(o: Order) -> Update {
+        Update::Order {
+            order: o,
+            fill: None,
+        }
+    }
+
+    /// Every change's seq is the previous one plus one, continuing from `last`.
+    fn assert_contiguous(last: i64, changes: &[Change]) {
+        for (i, c) in changes.iter().enumerate() {
+            assert_eq!(
+                c.seq,
+                last + 1 + i as i64,
+                "seq gap at change {i}: {changes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_balance_twice_emits_nothing() {
+        let mut s = state();
+        assert_eq!(s.apply(T0, patch("BTC", "1", "0", T0)).len(), 1);
+        assert!(s.apply(T0, patch("BTC", "1", "0", T0)).is_empty());
+        // Same amounts at a later time: still nothing.
+        assert!(
+            s.apply(T0 + 5, patch("BTC", "1.000", "0", T0 + 5))
+                .is_empty()
+        );
+        assert_eq!(s.last_seq(), FIRST);
+        assert!(s.drops().unchanged >= 2);
+    }
+
+    #[test]
+    fn older_balance_is_stale() {
+        let mut s = state();
+        s.apply(T0 + 10, patch("BTC", "1", "0", T0 + 10));
+        assert!(s.apply(T0 + 9, patch("BTC", "2", "0", T0 + 9)).is_empty());
+        assert_eq!(s.view().balances["BTC"].free, d("1"));
+        assert_eq!(s.drops().stale, 1);
+        // A newer one is applied.
+        let c = s.apply(T0 + 11, patch("BTC", "2", "0.5", T0 + 11));
+        assert_eq!(c.len(), 1);
+        let Entity::Balance(b) = &c[0].entity else {
+            panic!("{c:?}")
+        };
+        assert_eq!((b.free, b.locked, b.total), (d("2"), d("0.5"), d("2.5")));
+    }
+
+    #[test]
+    fn older_order_updates_are_ignored() {
+        let mut s = state();
+        s.apply(T0, ord(order("BTCUSDT", 1, OrderStatus::New, "0", T0)));
+        s.apply(
+            T0 + 2,
+            ord(order(
+                "BTCUSDT",
+                1,
+                OrderStatus::PartiallyFilled,
+                "1",
+                T0 + 2,
+            )),
+        );
+        let seq = s.last_seq();
+        // Lower executed quantity (even with a newer time).
+        assert!(
+            s.apply(
+                T0 + 3,
+                ord(order("BTCUSDT", 1, OrderStatus::New, "0", T0 + 3))
+            )
+            .is_empty()
+        );
+        // Same executed quantity, older time.
+        let mut older = order("BTCUSDT", 1, OrderStatus::PartiallyFilled, "1", T0 + 1);
+        older.price = d("99");
+        assert!(s.apply(T0 + 1, ord(older)).is_empty());
+        // The very same update again.
+        assert!(
+            s.apply(
+                T0 + 2,
+                ord(order(
+                    "BTCUSDT",
+                    1,
+                    OrderStatus::PartiallyFilled,
+                    "1",
+                    T0 + 2
+                ))
+            )
+            .is_empty()
+        );
+        assert_eq!(s.last_seq(), seq);
+        assert_eq!(s.drops().stale, 2);
+        assert_eq!(
+            s.view().open_orders["BTCUSDT:1"].status,
+            OrderStatus::PartiallyFilled
+        );
+    }
+
+    #[test]
+    fn finished_order_never_reopens() {
+        let mut s = state();
+        let history = vec![
+            ord(order("BTCUSDT", 7, OrderStatus::New, "0", T0)),
+            ord(order(
+                "BTCUSDT",
+                7,
+                OrderStatus::PartiallyFilled,
+                "1",
+                T0 + 1,
+            )),
+            ord(order("BTCUSDT", 7, OrderStatus::Filled, "2", T0 + 2)),
+        ];
+        let emitted: usize = history.iter().map(|u| s.apply(T0, u.clone()).len()).sum();
+        assert_eq!(emitted, 3);
+        assert_eq!(s.open_order_count(), 0);
+        let seq = s.last_seq();
+        // Any later update of the finished order, even one that looks newer.
+        assert!(
+            s.apply(
+                T0 + 9,
+                ord(order("BTCUSDT", 7, OrderStatus::New, "0", T0 + 9))
+            )
+            .is_empty()
+        );
+        assert!(
+            s.apply(
+                T0 + 9,
+                ord(order("BTCUSDT", 7, OrderStatus::Canceled, "2", T0 + 9))
+            )
+            .is_empty()
+        );
+        // The whole history replayed.
+        for u in history {
+            assert!(s.apply(T0, u).is_empty());
+        }
+        assert_eq!(s.open_order_count(), 0);
+        assert_eq!(s.last_seq(), seq);
+        // The same order id on another symbol is another order.
+        assert_eq!(
+            s.apply(T0, ord(order("ETHUSDT", 7, OrderStatus::New, "0", T0)))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_fill_is_recorded_once() {
+        let mut s = state();
+        assert_eq!(
+            s.apply(T0, Update::Fill(fill("BTCUSDT", 1, 1, T0))).len(),
+            1
+        );
+        assert!(
+            s.apply(T0, Update::Fill(fill("BTCUSDT", 1, 1, T0)))
+                .is_empty()
+        );
+        // Reported again with its order update: only the order changes.
+        let c = s.apply(
+            T0 + 1,
+            Update::Order {
+                order: order("BTCUSDT", 1, OrderStatus::PartiallyFilled, "1", T0 + 1),
+                fill: Some(fill("BTCUSDT", 1, 1, T0)),
+            },
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].kind(), Kind::Order);
+        // Same trade id, another symbol: another fill.
+        assert_eq!(
+            s.apply(T0, Update::Fill(fill("ETHUSDT", 1, 1, T0))).len(),
+            1
+        );
+        assert_eq!(s.drops().duplicate, 2);
+    }
+
+    #[test]
+    fn finished_orders_leave_the_open_set() {
+        let mut s = state();
+        for id in 0..10_000 {
+            let at = T0 + id;
+            assert_eq!(
+                s.apply(at, ord(order("BTCUSDT", id, OrderStatus::New, "0", at)))
+                    .len(),
+                1
+            );
+            let c = s.apply(
+                at,
+                Update::Order {
+                    order: order("BTCUSDT", id, OrderStatus::Filled, "2", at),
+                    fill: Some(fill("BTCUSDT", id, id, at)),
+                },
+            );
+            assert_eq!(c.len(), 2);
+        }
+        assert_eq!(s.open_order_count(), 0);
+        assert!(s.view().open_orders.is_empty());
+        assert_eq!(s.last_seq(), FIRST + 30_000 - 1);
+    }
+
+    /// The cache used by the snapshot tests, as of `T0 + 100`.
+    fn seeded() -> AccountState {
+        let mut s = state();
+        for u in [
+            patch("BTC", "1", "0", T0),
+            patch("ETH", "5", "1", T0),
+            patch("USDT", "1000", "0", T0),
+            // Updated after the snapshot's as_of.
+            patch("SOL", "3", "0", T0 + 200),
+            ord(order("BTCUSDT", 1, OrderStatus::New, "0", T0)),
+            ord(order("BTCUSDT", 2, OrderStatus::New, "0", T0)),
+            ord(order("BTCUSDT", 3, OrderStatus::New, "0", T0)),
+            ord(order("BTCUSDT", 4, OrderStatus::PartiallyFilled, "1", T0)),
+            ord(order("BTCUSDT", 5, OrderStatus::New, "0", T0 + 200)),
+            Update::Fill(fill("BTCUSDT", 40, 4, T0)),
+        ] {
+            s.apply(T0, u);
+        }
+        s
+    }
+
+    #[test]
+    fn a_snapshot_emits_exactly_the_differences() {
+        let mut s = seeded();
+        let before = s.last_seq();
+        let as_of = T0 + 100;
+        let snap = Snapshot {
+            as_of,
+            balances: vec![
+                Balance::spot("BTC", d("1.5"), d("0"), as_of), // changed
+                Balance::spot("USDT", d("1000"), d("0"), as_of), // unchanged
+            ],
+            // ETH missing: zero. SOL missing but newer than as_of: left alone.
+            positions: None,
+            orders: vec![
+                order("BTCUSDT", 1, OrderStatus::New, "0", T0), // unchanged
+                order("BTCUSDT", 4, OrderStatus::Filled, "2", as_of), // final: closed
+            ],
+            // 2 missing: closed. 3 missing but unresolved: stays. 5 newer than as_of: stays.
+            unresolved_orders: vec!["BTCUSDT:3".into()],
+            fills: vec![
+                fill("BTCUSDT", 40, 4, T0), // known
+                fill("BTCUSDT", 41, 4, T0 + 50),
+                fill("BTCUSDT", 41, 4, T0 + 50), // listed twice
+            ],
+        };
+        let changes = s.apply(as_of + 7, Update::Snapshot(snap.clone()));
+        assert_contiguous(before, &changes);
+        assert!(changes.iter().all(|c| c.source == Source::Snapshot));
+        assert!(changes.iter().all(|c| c.event_time == as_of));
+        let got: Vec<(Kind, String)> = changes.iter().map(|c| (c.kind(), c.key())).collect();
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|(k, key)| (k.as_str(), key.clone()));
+        assert_eq!(
+            sorted,
+            vec![
+                (Kind::Balance, "BTC".to_owned()),
+                (Kind::Balance, "ETH".to_owned()),
+                (Kind::Fill, "BTCUSDT:41".to_owned()),
+                (Kind::Order, "BTCUSDT:2".to_owned()),
+                (Kind::Order, "BTCUSDT:4".to_owned()),
+            ],
+            "{changes:#?}"
+        );
+        let by_key = |key: &str| {
+            changes
+                .iter()
+                .find(|c| c.key() == key)
+                .map(|c| c.entity.clone())
+                .unwrap()
+        };
+        let Entity::Balance(btc) = by_key("BTC") else {
+            panic!()
+        };
+        assert_eq!((btc.free, btc.total), (d("1.5"), d("1.5")));
+        let Entity::Balance(eth) = by_key("ETH") else {
+            panic!()
+        };
+        assert!(eth.free.is_zero() && eth.locked.is_zero() && eth.total.is_zero());
+        let Entity::Order(o2) = by_key("BTCUSDT:2") else {
+            panic!()
+        };
+        assert!(o2.status.is_final());
+        let Entity::Order(o4) = by_key("BTCUSDT:4") else {
+            panic!()
+        };
+        assert_eq!(o4.status, OrderStatus::Filled);
+
+        let view = s.view();
+        assert_eq!(view.seq, before + 5);
+        assert_eq!(
+            view.open_orders.keys().cloned().collect::<Vec<_>>(),
+            vec!["BTCUSDT:1", "BTCUSDT:3", "BTCUSDT:5"]
+        );
+        assert_eq!(view.balances["SOL"].free, d("3"));
+        assert!(view.balances["ETH"].total.is_zero());
+
+        // The same snapshot again: nothing.
+        assert!(s.apply(as_of, Update::Snapshot(snap)).is_empty());
+        assert_eq!(s.last_seq(), before + 5);
+    }
+
+    #[test]
+    fn a_snapshot_equal_to_the_cache_emits_nothing() {
+        let mut s = seeded();
+        let seq = s.last_seq();
+        let view = s.view();
+        let snap = Snapshot {
+            as_of: T0 + 300,
+            balances: view.balances.values().cloned().collect(),
+            positions: Some(vec![]),
+            orders: view.open_orders.values().cloned().collect(),
+            unresolved_orders: vec![],
+            fills: vec![fill("BTCUSDT", 40, 4, T0)],
+        };
+        assert!(s.apply(T0 + 300, Update::Snapshot(snap)).is_empty());
+        assert_eq!(s.last_seq(), seq);
+        assert_eq!(s.view(), view);
+    }
+
+    #[test]
+    fn seqs_rise_by_one_per_change() {
+        let mut s = state();
+        let mut last = s.last_seq();
+        assert_eq!(last, FIRST - 1);
+        let mut total = 0;
+        for i in 0..200i64 {
+            let at = T0 + i;
+            let u = match i % 4 {
+                0 => patch("USDT", &i.to_string(), "1", at),
+                1 => Update::Order {
+                    order: order("BTCUSDT", i, OrderStatus::Filled, "2", at),
+                    fill: Some(fill("BTCUSDT", i, i, at)),
+                },
+                2 => patch("USDT", &(i - 2).to_string(), "1", at), // unchanged
+                _ => Update::Status {
+                    event: "connected".into(),
+                    detail: None,
+                },
+            };
+            let changes = s.apply(at, u);
+            assert_contiguous(last, &changes);
+            assert!(changes.iter().all(|c| c.event_time == at));
+            total += changes.len();
+            last = s.last_seq();
+        }
+        assert_eq!(last, FIRST - 1 + total as i64);
+        assert_eq!(total, 50 + 100 + 50);
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of acctstate against real Postgres and Redis.
+//!
+//! One test crate (one link, one binary); each area is a module. `common` holds the shared
+//! helpers.
+
+mod common;
+mod spine;

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod app;
+pub mod binance;
 pub mod cli;
 pub mod config;
 pub mod sink;

@@ -25,7 +25,8 @@ pub enum Frame {
         event_type: &'static str,
     },
     /// Several state updates from one event (USD-M `ACCOUNT_UPDATE`: balances first, then
-    /// positions), all with the event time `E`. Apply them in order.
+    /// positions), all with the event time `E`. Apply them in order. Empty lists are left out,
+    /// so `updates` itself is empty for an `ACCOUNT_UPDATE` with no balance and no position.
     Updates {
         event_time: Millis,
         updates: Vec<Update>,

@@ -13,6 +13,9 @@ use super::wire;
 use crate::account::{Balance, BalancePatch, Fill, Millis, Order, OrderStatus, Position, Update};
 
 /// What one text frame contained.
+// Order updates are the common case and are kept inline, as in `Update` (boxing would allocate
+// per event).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Frame {
     /// A state update for the cache, with the exchange event time `E`.
@@ -22,7 +25,8 @@ pub enum Frame {
         event_type: &'static str,
     },
     /// Several state updates from one event (USD-M `ACCOUNT_UPDATE`: balances first, then
-    /// positions), all with the event time `E`. Apply them in order.
+    /// positions), all with the event time `E`. Apply them in order. Empty lists are left out,
+    /// so `updates` itself is empty for an `ACCOUNT_UPDATE` with no balance and no position.
     Updates {
         event_time: Millis,
         updates: Vec<Update>,
@@ -710,4 +714,857 @@ pub fn listen_key(body_text: &str) -> Result<String, ParseError> {
 /// Binance's error body `{"code":..,"msg":..}`, if the body is one.
 pub fn api_error(body_text: &str) -> Option<ApiError> {
     serde_json::from_str(body_text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("test decimal")
+    }
+
+    fn fixture_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/binance")
+    }
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(fixture_dir().join(name)).expect("read fixture")
+    }
+
+    /// The WS API request we send to subscribe (only checked for shape).
+    #[derive(Debug, serde::Deserialize)]
+    struct WsApiRequest {
+        id: String,
+        method: String,
+        params: Map<String, Value>,
+    }
+
+    /// What a fixture parsed into.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug)]
+    enum Parsed {
+        Frame(Frame),
+        Balances(Millis, Vec<Balance>),
+        Orders(Vec<Order>),
+        Positions(Vec<Position>),
+        Request(WsApiRequest),
+    }
+
+    fn parse_fixture(name: &str, text: &str) -> Result<Parsed, String> {
+        let e = |e: ParseError| format!("{name}: {e}");
+        let frame = |f: Frame| match f {
+            Frame::Unknown { event_type } => Err(format!("{name}: unknown event {event_type}")),
+            f => Ok(Parsed::Frame(f)),
+        };
+        if name.starts_with("spot_rest_GET_api_v3_account") {
+            let (at, b) = spot_account(text).map_err(e)?;
+            Ok(Parsed::Balances(at, b))
+        } else if name.starts_with("spot_rest_GET_api_v3_openOrders") {
+            Ok(Parsed::Orders(spot_orders(text).map_err(e)?))
+        } else if name.starts_with("usdm_rest_GET_fapi_v1_openOrders") {
+            Ok(Parsed::Orders(usdm_orders(text).map_err(e)?))
+        } else if name.starts_with("usdm_rest_GET_fapi_v3_positionRisk") {
+            Ok(Parsed::Positions(usdm_positions(text).map_err(e)?))
+        } else if name.contains("_rest_") {
+            Err(format!("{name}: REST fixture with no matching function"))
+        } else if name.starts_with("spot_wsapi_") && name.contains("request") {
+            serde_json::from_str::<WsApiRequest>(text)
+                .map(Parsed::Request)
+                .map_err(|err| format!("{name}: {err}"))
+        } else if name.starts_with("spot_") {
+            frame(parse_spot_frame(text).map_err(e)?)
+        } else if name.starts_with("usdm_") || name.starts_with("coinm_") {
+            frame(parse_usdm_frame(text).map_err(e)?)
+        } else {
+            Err(format!("{name}: fixture not handled"))
+        }
+    }
+
+    fn all_fixtures() -> BTreeMap<String, Parsed> {
+        let mut out = BTreeMap::new();
+        let mut failures = Vec::new();
+        for entry in std::fs::read_dir(fixture_dir()).expect("fixture dir") {
+            let path = entry.expect("dir entry").path();
+            if !path.is_file() {
+                continue;
+            }
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_owned();
+            let text = std::fs::read_to_string(&path).expect("read fixture");
+            match parse_fixture(&name, &text) {
+                Ok(p) => {
+                    out.insert(name, p);
+                }
+                Err(msg) => failures.push(msg),
+            }
+        }
+        assert!(failures.is_empty(), "fixtures not handled: {failures:#?}");
+        assert!(out.len() >= 28, "expected every fixture, got {}", out.len());
+        out
+    }
+
+    fn frame<'a>(all: &'a BTreeMap<String, Parsed>, name: &str) -> &'a Frame {
+        match all.get(name) {
+            Some(Parsed::Frame(f)) => f,
+            other => panic!("{name}: not a frame: {other:?}"),
+        }
+    }
+
+    fn info(all: &BTreeMap<String, Parsed>, name: &str) -> &'static str {
+        match frame(all, name) {
+            Frame::Info { event_type } => event_type,
+            other => panic!("{name}: expected Info, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_fixture_parses_into_the_right_domain_values() {
+        let all = all_fixtures();
+
+        // Spot executionReport (wrapped and legacy): order 4293153 NEW, no fill.
+        for name in [
+            "spot_executionReport.json",
+            "spot_executionReport_legacy_unwrapped.json",
+        ] {
+            let Frame::Update {
+                event_time,
+                update: Update::Order { order, fill },
+                event_type,
+            } = frame(&all, name)
+            else {
+                panic!("{name}: expected an order update");
+            };
+            assert_eq!(*event_time, 1499405658658);
+            assert_eq!(*event_type, "executionReport");
+            assert_eq!(
+                *order,
+                Order {
+                    symbol: "ETHBTC".into(),
+                    order_id: 4293153,
+                    client_order_id: "mUvoqJxFIILMdfAW5iGSOW".into(),
+                    side: "BUY".into(),
+                    order_type: "LIMIT".into(),
+                    time_in_force: "GTC".into(),
+                    status: OrderStatus::New,
+                    price: d("0.10264410"),
+                    stop_price: Decimal::ZERO,
+                    orig_qty: d("1"),
+                    executed_qty: Decimal::ZERO,
+                    cum_quote_qty: Decimal::ZERO,
+                    created_at: 1499405658657,
+                    updated_at: 1499405658657,
+                }
+            );
+            assert!(fill.is_none());
+        }
+
+        // outboundAccountPosition: absolute free/locked, updated_at = `u`.
+        let Frame::Update {
+            event_time,
+            update: Update::Balances(patches),
+            ..
+        } = frame(&all, "spot_outboundAccountPosition_wsapi_event_format.json")
+        else {
+            panic!("expected balances");
+        };
+        assert_eq!(*event_time, 1728972148778);
+        assert_eq!(
+            patches[1],
+            BalancePatch {
+                asset: "USDT".into(),
+                free: Some(d("10580")),
+                locked: Some(d("70")),
+                wallet_balance: None,
+                cross_wallet_balance: None,
+                updated_at: 1728972148778,
+            }
+        );
+        let Frame::Update {
+            update: Update::Balances(patches),
+            ..
+        } = frame(&all, "spot_outboundAccountPosition.json")
+        else {
+            panic!("expected balances");
+        };
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0].updated_at, 1564034571073);
+
+        assert_eq!(info(&all, "spot_balanceUpdate.json"), "balanceUpdate");
+        assert_eq!(
+            info(&all, "spot_externalLockUpdate.json"),
+            "externalLockUpdate"
+        );
+        assert_eq!(info(&all, "spot_listStatus.json"), "listStatus");
+        assert!(matches!(
+            frame(&all, "spot_eventStreamTerminated.json"),
+            Frame::StreamTerminated
+        ));
+        assert!(matches!(
+            frame(&all, "spot_serverShutdown.json"),
+            Frame::ServerShutdown
+        ));
+        assert!(matches!(
+            frame(&all, "spot_listenKeyExpired.json"),
+            Frame::ListenKeyExpired
+        ));
+        assert!(matches!(
+            frame(&all, "usdm_listenKeyExpired.json"),
+            Frame::ListenKeyExpired
+        ));
+
+        // USD-M ACCOUNT_UPDATE: 2 balance patches, then 3 positions.
+        let Frame::Updates {
+            event_time,
+            updates,
+            event_type,
+        } = frame(&all, "usdm_ACCOUNT_UPDATE.json")
+        else {
+            panic!("expected Updates");
+        };
+        assert_eq!(
+            (*event_time, *event_type),
+            (1564745798939, "ACCOUNT_UPDATE")
+        );
+        let [Update::Balances(b), Update::Positions(p)] = updates.as_slice() else {
+            panic!("expected balances then positions: {updates:?}");
+        };
+        assert_eq!(
+            *b,
+            vec![
+                BalancePatch {
+                    asset: "USDT".into(),
+                    free: None,
+                    locked: None,
+                    wallet_balance: Some(d("122624.12345678")),
+                    cross_wallet_balance: Some(d("100.12345678")),
+                    updated_at: 1564745798938,
+                },
+                BalancePatch {
+                    asset: "BUSD".into(),
+                    free: None,
+                    locked: None,
+                    wallet_balance: Some(d("1.00000000")),
+                    cross_wallet_balance: Some(Decimal::ZERO),
+                    updated_at: 1564745798938,
+                },
+            ]
+        );
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p[2],
+            Position {
+                symbol: "BTCUSDT".into(),
+                position_side: "SHORT".into(),
+                amount: d("-10"),
+                entry_price: d("6563.86000"),
+                breakeven_price: d("6563.6"),
+                unrealized_pnl: d("-1423.15600"),
+                realized_pnl: d("-45.04000000"),
+                margin_type: "isolated".into(),
+                isolated_wallet: d("6570.42511771"),
+                updated_at: 1564745798938,
+            }
+        );
+        assert_eq!(p[0].realized_pnl, d("200"));
+        assert_eq!(p[1].entry_price.to_string(), "6563.66500");
+
+        // COIN-M ACCOUNT_UPDATE has the same shape (+ account alias).
+        let Frame::Updates { updates, .. } = frame(&all, "coinm_ACCOUNT_UPDATE.json") else {
+            panic!("expected Updates");
+        };
+        assert_eq!(updates.len(), 2);
+
+        // ORDER_TRADE_UPDATE NEW: no fill, cum quote = ap × z = 0, times = o.T.
+        for name in [
+            "usdm_ORDER_TRADE_UPDATE.json",
+            "coinm_ORDER_TRADE_UPDATE.json",
+        ] {
+            let Frame::Update {
+                update: Update::Order { order, fill },
+                ..
+            } = frame(&all, name)
+            else {
+                panic!("{name}: expected an order update");
+            };
+            assert!(fill.is_none());
+            assert_eq!(order.status, OrderStatus::New);
+            assert_eq!(order.order_type, "TRAILING_STOP_MARKET");
+            assert_eq!(order.cum_quote_qty, Decimal::ZERO);
+            assert_eq!(order.created_at, order.updated_at);
+        }
+        let Frame::Update {
+            update: Update::Order { order, .. },
+            ..
+        } = frame(&all, "usdm_ORDER_TRADE_UPDATE.json")
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (
+                order.order_id,
+                order.stop_price,
+                order.orig_qty,
+                order.updated_at
+            ),
+            (8886774, d("7103.04"), d("0.001"), 1568879465650)
+        );
+
+        // ALGO_UPDATE: negative order id, client algo id, trigger price as stop price.
+        let Frame::Update {
+            event_time,
+            update: Update::Order { order, fill },
+            event_type,
+        } = frame(&all, "usdm_ALGO_UPDATE.json")
+        else {
+            panic!("expected an algo order update");
+        };
+        assert_eq!((*event_time, *event_type), (1750515742303, "ALGO_UPDATE"));
+        assert!(fill.is_none());
+        assert_eq!(order.order_id, -2148719);
+        assert_eq!(order.client_order_id, "Q5xaq5EGKgXXa0fD7fs0Ip");
+        assert_eq!(order.status, OrderStatus::Canceled);
+        assert_eq!((order.stop_price, order.price), (d("750"), d("750")));
+        assert_eq!(
+            (order.orig_qty, order.executed_qty),
+            (d("0.01"), Decimal::ZERO)
+        );
+        assert_eq!(
+            (order.created_at, order.updated_at),
+            (1750515742297, 1750515742297)
+        );
+
+        assert_eq!(info(&all, "usdm_TRADE_LITE.json"), "TRADE_LITE");
+        assert_eq!(info(&all, "usdm_MARGIN_CALL.json"), "MARGIN_CALL");
+        assert_eq!(
+            info(&all, "usdm_ACCOUNT_CONFIG_UPDATE.json"),
+            "ACCOUNT_CONFIG_UPDATE"
+        );
+        assert_eq!(
+            info(&all, "usdm_ACCOUNT_CONFIG_UPDATE_ai.json"),
+            "ACCOUNT_CONFIG_UPDATE"
+        );
+        assert_eq!(info(&all, "usdm_STRATEGY_UPDATE.json"), "STRATEGY_UPDATE");
+        assert_eq!(info(&all, "usdm_GRID_UPDATE.json"), "GRID_UPDATE");
+        assert_eq!(
+            info(&all, "usdm_CONDITIONAL_ORDER_TRIGGER_REJECT.json"),
+            "CONDITIONAL_ORDER_TRIGGER_REJECT"
+        );
+
+        // REST.
+        let Some(Parsed::Balances(at, balances)) = all.get("spot_rest_GET_api_v3_account.json")
+        else {
+            panic!("spot account");
+        };
+        assert_eq!(*at, 123456789);
+        assert_eq!(
+            balances[0],
+            Balance::spot("BTC", d("4723846.89208129"), Decimal::ZERO, 123456789)
+        );
+        assert_eq!(balances.len(), 2);
+        let Some(Parsed::Orders(orders)) = all.get("spot_rest_GET_api_v3_openOrders.json") else {
+            panic!("spot orders");
+        };
+        assert_eq!(
+            orders[0],
+            Order {
+                symbol: "LTCBTC".into(),
+                order_id: 1,
+                client_order_id: "myOrder1".into(),
+                side: "BUY".into(),
+                order_type: "LIMIT".into(),
+                time_in_force: "GTC".into(),
+                status: OrderStatus::New,
+                price: d("0.1"),
+                stop_price: Decimal::ZERO,
+                orig_qty: d("1.0"),
+                executed_qty: Decimal::ZERO,
+                cum_quote_qty: Decimal::ZERO,
+                created_at: 1499827319559,
+                updated_at: 1499827319559,
+            }
+        );
+        let Some(Parsed::Orders(orders)) = all.get("usdm_rest_GET_fapi_v1_openOrders.json") else {
+            panic!("usdm orders");
+        };
+        assert_eq!(
+            (orders[0].order_id, orders[0].stop_price, orders[0].orig_qty),
+            (1917641, d("9300"), d("0.40"))
+        );
+        assert_eq!(orders[0].order_type, "TRAILING_STOP_MARKET");
+        let Some(Parsed::Positions(positions)) =
+            all.get("usdm_rest_GET_fapi_v3_positionRisk_oneway.json")
+        else {
+            panic!("usdm positions");
+        };
+        assert_eq!(
+            positions[0],
+            Position {
+                symbol: "ADAUSDT".into(),
+                position_side: "BOTH".into(),
+                amount: d("30"),
+                entry_price: d("0.385"),
+                breakeven_price: d("0.385077"),
+                unrealized_pnl: d("0.76427700"),
+                realized_pnl: Decimal::ZERO,
+                margin_type: String::new(),
+                isolated_wallet: Decimal::ZERO,
+                updated_at: 1720736417660,
+            }
+        );
+        let Some(Parsed::Request(req)) =
+            all.get("spot_wsapi_userDataStream.subscribe.signature_request.json")
+        else {
+            panic!("request");
+        };
+        assert_eq!(req.method, "userDataStream.subscribe.signature");
+        assert!(!req.id.is_empty() && req.params.contains_key("signature"));
+    }
+
+    fn with_event(name: &str, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture json");
+        let target = match v.get_mut("event") {
+            Some(Value::Object(_)) => v.get_mut("event"),
+            _ => Some(&mut v),
+        };
+        let Some(Value::Object(obj)) = target else {
+            panic!("{name}: not an object")
+        };
+        edit(obj);
+        v.to_string()
+    }
+
+    fn set(obj: &mut Map<String, Value>, pairs: &[(&str, Value)]) {
+        for (k, v) in pairs {
+            obj.insert((*k).to_owned(), v.clone());
+        }
+    }
+
+    #[test]
+    fn spot_trade_yields_an_exact_fill() {
+        let text = with_event("spot_executionReport.json", |o| {
+            set(
+                o,
+                &[
+                    ("x", "TRADE".into()),
+                    ("X", "PARTIALLY_FILLED".into()),
+                    ("l", "0.30000000".into()),
+                    ("z", "0.40000000".into()),
+                    ("L", "0.10264410".into()),
+                    ("Y", "0.03079323".into()),
+                    ("Z", "0.04105764".into()),
+                    ("n", "0.00030000".into()),
+                    ("N", "ETH".into()),
+                    ("t", 77.into()),
+                    ("m", true.into()),
+                    ("T", 1499405658700_i64.into()),
+                ],
+            )
+        });
+        let Frame::Update {
+            update: Update::Order { order, fill },
+            ..
+        } = parse_spot_frame(&text).expect("parse")
+        else {
+            panic!("expected an order update");
+        };
+        assert_eq!(order.status, OrderStatus::PartiallyFilled);
+        assert_eq!(order.executed_qty, d("0.4"));
+        assert_eq!(order.cum_quote_qty, d("0.04105764"));
+        assert_eq!(order.updated_at, 1499405658700);
+        assert_eq!(
+            fill,
+            Some(Fill {
+                symbol: "ETHBTC".into(),
+                trade_id: 77,
+                order_id: 4293153,
+                side: "BUY".into(),
+                price: d("0.10264410"),
+                qty: d("0.3"),
+                quote_qty: d("0.03079323"),
+                commission: d("0.0003"),
+                commission_asset: Some("ETH".into()),
+                is_maker: true,
+                realized_pnl: None,
+                traded_at: 1499405658700,
+            })
+        );
+
+        // A TRADE with t = -1 carries no fill.
+        let text = with_event("spot_executionReport.json", |o| {
+            set(o, &[("x", "TRADE".into()), ("t", (-1).into())])
+        });
+        let Frame::Update {
+            update: Update::Order { fill, .. },
+            ..
+        } = parse_spot_frame(&text).expect("parse")
+        else {
+            panic!("expected an order update");
+        };
+        assert!(fill.is_none());
+    }
+
+    #[test]
+    fn spot_cancel_uses_the_original_client_order_id() {
+        let text = with_event("spot_executionReport.json", |o| {
+            set(
+                o,
+                &[
+                    ("x", "CANCELED".into()),
+                    ("X", "CANCELED".into()),
+                    ("c", "cancelRequest42".into()),
+                    ("C", "myOriginalId".into()),
+                ],
+            )
+        });
+        let Frame::Update {
+            update: Update::Order { order, fill },
+            ..
+        } = parse_spot_frame(&text).expect("parse")
+        else {
+            panic!("expected an order update");
+        };
+        assert_eq!(order.client_order_id, "myOriginalId");
+        assert_eq!(order.status, OrderStatus::Canceled);
+        assert!(fill.is_none());
+    }
+
+    #[test]
+    fn usdm_trade_yields_a_fill_with_pnl_and_products() {
+        let mut v: Value =
+            serde_json::from_str(&fixture("usdm_ORDER_TRADE_UPDATE.json")).expect("json");
+        let o = v.get_mut("o").and_then(Value::as_object_mut).expect("o");
+        set(
+            o,
+            &[
+                ("x", "TRADE".into()),
+                ("X", "PARTIALLY_FILLED".into()),
+                ("o", "LIMIT".into()),
+                ("ap", "7100.50".into()),
+                ("z", "0.003".into()),
+                ("l", "0.002".into()),
+                ("L", "7100.25".into()),
+                ("n", "0.00568020".into()),
+                ("t", 991.into()),
+                ("rp", "1.25".into()),
+                ("m", true.into()),
+            ],
+        );
+        o.remove("N");
+        // Combined-stream wrapping.
+        let text = serde_json::json!({"stream": "abc", "data": v}).to_string();
+        let Frame::Update {
+            update: Update::Order { order, fill },
+            ..
+        } = parse_usdm_frame(&text).expect("parse")
+        else {
+            panic!("expected an order update");
+        };
+        assert_eq!(order.cum_quote_qty, d("21.3015"));
+        let fill = fill.expect("fill");
+        assert_eq!(fill.quote_qty, d("14.2005"));
+        assert_eq!(fill.commission, d("0.0056802"));
+        assert_eq!(fill.commission_asset, None);
+        assert_eq!(fill.realized_pnl, Some(d("1.25")));
+        assert_eq!((fill.trade_id, fill.traded_at), (991, 1568879465650));
+
+        // No `n` at all: commission 0.
+        let o = v.get_mut("o").and_then(Value::as_object_mut).expect("o");
+        o.remove("n");
+        let Frame::Update {
+            update: Update::Order { fill, .. },
+            ..
+        } = parse_usdm_frame(&v.to_string()).expect("parse")
+        else {
+            panic!("expected an order update");
+        };
+        assert_eq!(fill.expect("fill").commission, Decimal::ZERO);
+    }
+
+    #[test]
+    fn usdm_account_update_without_positions_and_crossed_margin() {
+        let text = r#"{"e":"ACCOUNT_UPDATE","E":2,"T":1,"a":{"m":"FUNDING_FEE",
+            "B":[{"a":"USDT","wb":"10","cw":"9","bc":"0"}]}}"#;
+        let Frame::Updates { updates, .. } = parse_usdm_frame(text).expect("parse") else {
+            panic!("expected Updates");
+        };
+        assert!(matches!(updates.as_slice(), [Update::Balances(_)]));
+
+        let text = r#"{"e":"ACCOUNT_UPDATE","E":2,"T":1,"a":{"m":"ORDER","B":[],
+            "P":[{"s":"X","pa":"1","ep":"2","bep":"2","cr":"0","up":"0","mt":"CROSSED",
+            "iw":"0","ps":"BOTH"}]}}"#;
+        let Frame::Updates { updates, .. } = parse_usdm_frame(text).expect("parse") else {
+            panic!("expected Updates");
+        };
+        let [Update::Positions(p)] = updates.as_slice() else {
+            panic!("expected positions only: {updates:?}");
+        };
+        assert_eq!(p[0].margin_type, "cross");
+    }
+
+    #[test]
+    fn listen_key_expired_accepts_string_event_time() {
+        let text = r#"{"e":"listenKeyExpired","E":"1736996475556","listenKey":"k"}"#;
+        assert!(matches!(
+            parse_usdm_frame(text),
+            Ok(Frame::ListenKeyExpired)
+        ));
+    }
+
+    #[test]
+    fn ws_api_responses() {
+        let ok = r#"{"id":"abc","status":200,"result":{"subscriptionId":0},"rateLimits":[]}"#;
+        let Frame::Response {
+            id,
+            status,
+            result,
+            error,
+        } = parse_spot_frame(ok).expect("parse")
+        else {
+            panic!("expected a response");
+        };
+        assert_eq!((id.as_deref(), status), (Some("abc"), 200));
+        assert_eq!(result, Some(serde_json::json!({"subscriptionId": 0})));
+        assert!(error.is_none());
+
+        let err = r#"{"id":7,"status":400,"error":{"code":-1022,"msg":"Signature invalid."}}"#;
+        let Frame::Response {
+            id, status, error, ..
+        } = parse_spot_frame(err).expect("parse")
+        else {
+            panic!("expected a response");
+        };
+        assert_eq!((id.as_deref(), status), (Some("7"), 400));
+        assert_eq!(
+            error,
+            Some(ApiError {
+                code: -1022,
+                msg: "Signature invalid.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rest_bodies_without_fixtures() {
+        let trades = r#"[{"symbol":"BNBBTC","id":28457,"orderId":100234,"orderListId":-1,
+            "price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",
+            "commission":"10.10000000","commissionAsset":"BNB","time":1499865549590,
+            "isBuyer":true,"isMaker":false,"isBestMatch":true}]"#;
+        let f = spot_trades(trades).expect("spot trades");
+        assert_eq!(f[0].side, "BUY");
+        assert_eq!(f[0].quote_qty, d("48.000012"));
+        assert_eq!(f[0].realized_pnl, None);
+
+        let trades = r#"[{"buyer":false,"commission":"-0.07819010","commissionAsset":"USDT",
+            "id":698759,"maker":false,"orderId":25851813,"price":"7819.01","qty":"0.002",
+            "quoteQty":"15.63802","realizedPnl":"-0.91539999","side":"SELL",
+            "positionSide":"SHORT","symbol":"BTCUSDT","time":1569514978020}]"#;
+        let f = usdm_trades(trades).expect("usdm trades");
+        assert_eq!(f[0].realized_pnl, Some(d("-0.91539999")));
+        assert_eq!(f[0].commission, d("-0.0781901"));
+
+        let account = r#"{"totalWalletBalance":"103.1","assets":[
+            {"asset":"USDT","walletBalance":"103.12345678","unrealizedProfit":"0",
+             "marginBalance":"103.12345678","maintMargin":"0","initialMargin":"0",
+             "positionInitialMargin":"0","openOrderInitialMargin":"0",
+             "crossWalletBalance":"103.12345678","crossUnPnl":"0",
+             "availableBalance":"100.5","maxWithdrawAmount":"100.5","updateTime":1625474304765},
+            {"asset":"BUSD","walletBalance":"0.00000000","crossWalletBalance":"0",
+             "availableBalance":"0","updateTime":0}],
+            "positions":[{"symbol":"BTCUSDT","positionSide":"BOTH","positionAmt":"1.000",
+             "unrealizedProfit":"0","isolatedMargin":"0","notional":"0","isolatedWallet":"0",
+             "initialMargin":"0","maintMargin":"0","updateTime":0}]}"#;
+        let b = usdm_account(account).expect("usdm account");
+        assert_eq!(
+            b,
+            vec![Balance {
+                asset: "USDT".into(),
+                free: d("100.5"),
+                locked: Decimal::ZERO,
+                total: d("103.12345678"),
+                wallet_balance: Some(d("103.12345678")),
+                cross_wallet_balance: Some(d("103.12345678")),
+                updated_at: 1625474304765,
+            }]
+        );
+
+        let algo = r#"[{"algoId":2146760,"clientAlgoId":"6B2I9XVcJpCjqPAJ4YoFX7",
+            "algoType":"CONDITIONAL","orderType":"TAKE_PROFIT","symbol":"BNBUSDT","side":"SELL",
+            "positionSide":"BOTH","timeInForce":"GTC","quantity":"0.01","algoStatus":"NEW",
+            "triggerPrice":"750.000","price":"750.000","icebergQuantity":null,
+            "selfTradePreventionMode":"EXPIRE_MAKER","workingType":"CONTRACT_PRICE",
+            "priceMatch":"NONE","closePosition":false,"priceProtect":false,"reduceOnly":false,
+            "createTime":1750485492076,"updateTime":1750485492076,"triggerTime":0,
+            "goodTillDate":0}]"#;
+        let o = usdm_algo_orders(algo).expect("algo orders");
+        assert_eq!(o[0].order_id, -2146760);
+        assert_eq!(o[0].client_order_id, "6B2I9XVcJpCjqPAJ4YoFX7");
+        assert_eq!((o[0].stop_price, o[0].orig_qty), (d("750"), d("0.01")));
+        assert_eq!(o[0].status, OrderStatus::New);
+
+        let one = fixture("usdm_rest_GET_fapi_v1_openOrders.json");
+        let one = one.trim().trim_start_matches('[').trim_end_matches(']');
+        assert_eq!(usdm_order(one).expect("usdm order").order_id, 1917641);
+        let one = fixture("spot_rest_GET_api_v3_openOrders.json");
+        let one = one.trim().trim_start_matches('[').trim_end_matches(']');
+        assert_eq!(spot_order(one).expect("spot order").order_id, 1);
+
+        assert_eq!(
+            server_time(r#"{"serverTime":1499827319559}"#).ok(),
+            Some(1499827319559)
+        );
+        assert_eq!(
+            listen_key(r#"{"listenKey":"pqia91ma"}"#).ok().as_deref(),
+            Some("pqia91ma")
+        );
+        assert_eq!(
+            api_error(r#"{"code":-1022,"msg":"Signature for this request is not valid."}"#),
+            Some(ApiError {
+                code: -1022,
+                msg: "Signature for this request is not valid.".into()
+            })
+        );
+        assert_eq!(api_error("<html>502</html>"), None);
+        assert_eq!(api_error(r#"{"serverTime":1}"#), None);
+
+        // Zero balances and zero positions are dropped.
+        let (_, b) = spot_account(
+            r#"{"updateTime":1,"balances":[
+            {"asset":"X","free":"0.000","locked":"0"},{"asset":"Y","free":"0","locked":"1"}]}"#,
+        )
+        .expect("spot account");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].total, d("1"));
+        let p = usdm_positions(
+            r#"[{"symbol":"A","positionSide":"BOTH","positionAmt":"0","entryPrice":"0",
+            "breakEvenPrice":"0","unRealizedProfit":"0","isolatedWallet":"0","updateTime":1}]"#,
+        )
+        .expect("positions");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_never_a_panic() {
+        let er = fixture("spot_executionReport.json");
+        let bad = [
+            // Malformed JSON, non-object JSON.
+            "".to_owned(),
+            "{".to_owned(),
+            "not json".to_owned(),
+            "[1,2]".to_owned(),
+            "42".to_owned(),
+            "\"executionReport\"".to_owned(),
+            "null".to_owned(),
+            "{}".to_owned(),
+            r#"{"event":[1]}"#.to_owned(),
+            r#"{"e":5}"#.to_owned(),
+            // A known event with a missing required field.
+            with_event("spot_executionReport.json", |o| {
+                o.remove("i");
+            }),
+            // A decimal that is not one, and one sent as a JSON number.
+            with_event("spot_executionReport.json", |o| {
+                set(o, &[("p", "abc".into())])
+            }),
+            with_event("spot_executionReport.json", |o| {
+                set(o, &[("p", serde_json::json!(0.1))])
+            }),
+            // A number out of i64 range.
+            er.replacen("4293153", "99999999999999999999", 1),
+            er.replacen("4293153", "-99999999999999999999", 1),
+            // An unknown order status.
+            with_event("spot_executionReport.json", |o| {
+                set(o, &[("X", "WHATEVER".into())])
+            }),
+            // Decimal overflow in Balance::spot's sum.
+            r#"{"updateTime":1,"balances":[{"asset":"X","free":"79228162514264337593543950335",
+                "locked":"79228162514264337593543950335"}]}"#
+                .to_owned(),
+        ];
+        for text in &bad {
+            assert!(parse_spot_frame(text).is_err(), "spot accepted {text}");
+            assert!(parse_usdm_frame(text).is_err(), "usdm accepted {text}");
+            // Every REST function on every bad input: an error, no panic.
+            assert!(spot_account(text).is_err(), "{text}");
+            assert!(spot_orders(text).is_err());
+            assert!(spot_order(text).is_err());
+            assert!(spot_trades(text).is_err());
+            assert!(usdm_account(text).is_err());
+            assert!(usdm_positions(text).is_err());
+            assert!(usdm_orders(text).is_err());
+            assert!(usdm_order(text).is_err());
+            assert!(usdm_algo_orders(text).is_err());
+            assert!(usdm_trades(text).is_err());
+            assert!(server_time(text).is_err());
+            assert!(listen_key(text).is_err());
+            let _ = api_error(text);
+        }
+
+        // USD-M: overflow in ap × z, unknown status in ALGO_UPDATE.
+        let mut v: Value =
+            serde_json::from_str(&fixture("usdm_ORDER_TRADE_UPDATE.json")).expect("json");
+        let o = v.get_mut("o").and_then(Value::as_object_mut).expect("o");
+        set(
+            o,
+            &[
+                ("ap", "79228162514264337593543950335".into()),
+                ("z", "2".into()),
+            ],
+        );
+        assert!(parse_usdm_frame(&v.to_string()).is_err());
+        let algo = fixture("usdm_ALGO_UPDATE.json").replacen("\"CANCELED\"", "\"NOPE\"", 1);
+        assert!(parse_usdm_frame(&algo).is_err());
+
+        // The error message is serde's, not the frame.
+        let secretish = with_event("spot_executionReport.json", |o| {
+            set(o, &[("c", "SECRET-ish".into())]);
+            o.remove("i");
+        });
+        let msg = parse_spot_frame(&secretish)
+            .expect_err("missing i")
+            .to_string();
+        assert!(msg.contains("missing field `i`"), "{msg}");
+        assert!(!msg.contains("SECRET"), "{msg}");
+
+        // An unknown event type is not an error.
+        for text in [
+            r#"{"subscriptionId":1,"event":{"e":"somethingNew","E":1}}"#,
+            r#"{"e":"somethingNew"}"#,
+        ] {
+            assert!(matches!(
+                parse_spot_frame(text),
+                Ok(Frame::Unknown { event_type }) if event_type == "somethingNew"
+            ));
+            assert!(matches!(
+                parse_usdm_frame(text),
+                Ok(Frame::Unknown { .. }) | Err(_)
+            ));
+        }
+        assert!(matches!(
+            parse_usdm_frame(r#"{"e":"PM_PRO_ACCOUNT_UPDATE","E":1}"#),
+            Ok(Frame::Unknown { event_type }) if event_type == "PM_PRO_ACCOUNT_UPDATE"
+        ));
+    }
+
+    #[test]
+    fn arbitrary_prefixes_of_every_fixture_do_not_panic() {
+        for entry in std::fs::read_dir(fixture_dir()).expect("dir") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+            for (i, _) in text.char_indices() {
+                let t = text.get(..i).unwrap_or_default();
+                let _ = parse_spot_frame(t);
+                let _ = parse_usdm_frame(t);
+                let _ = spot_account(t);
+                let _ = usdm_orders(t);
+                let _ = usdm_positions(t);
+                let _ = api_error(t);
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! hashed keys, so memory does not grow with history.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use rust_decimal::Decimal;
@@ -87,6 +87,33 @@ impl RecentSet {
     }
 }
 
+/// The latest exchange time seen per entity, where it is newer than the held value's own time:
+/// an update that changed nothing still moves it, so an older update arriving after an
+/// identical newer one is recognised as stale. Entries live only while they say more than the
+/// held value (a change clears them), so this stays tiny.
+#[derive(Debug, Default)]
+struct Seen(HashMap<String, Millis>);
+
+impl Seen {
+    fn latest(&self, key: &str, held: Millis) -> Millis {
+        self.0.get(key).map_or(held, |t| (*t).max(held))
+    }
+
+    /// An update at `t` that changed nothing.
+    fn unchanged_at(&mut self, key: &str, held: Millis, t: Millis) {
+        if t > self.latest(key, held) {
+            self.0.insert(key.to_owned(), t);
+        }
+    }
+
+    /// The entity changed (its own time is now the latest) or left the cache.
+    fn forget(&mut self, key: &str) {
+        if !self.0.is_empty() {
+            self.0.remove(key);
+        }
+    }
+}
+
 /// The in-memory account.
 #[derive(Debug)]
 pub struct AccountState {
@@ -98,6 +125,7 @@ pub struct AccountState {
     open_orders: BTreeMap<String, Order>,
     finished_orders: RecentSet,
     fills: RecentSet,
+    seen: Seen,
     drops: Drops,
 }
 
@@ -113,6 +141,7 @@ impl AccountState {
             open_orders: BTreeMap::new(),
             finished_orders: RecentSet::new(RECENT_WINDOW),
             fills: RecentSet::new(RECENT_WINDOW),
+            seen: Seen::default(),
             drops: Drops::default(),
         }
     }
@@ -152,12 +181,25 @@ impl AccountState {
         match update {
             Update::Balances(patches) => {
                 for p in patches {
-                    apply_balance(&mut self.balances, &mut self.drops, p, &mut out);
+                    apply_balance(
+                        &mut self.balances,
+                        &mut self.seen,
+                        &mut self.drops,
+                        p,
+                        &mut out,
+                    );
                 }
             }
             Update::Positions(positions) => {
                 for p in positions {
-                    apply_position(&mut self.positions, &mut self.drops, p, false, &mut out);
+                    apply_position(
+                        &mut self.positions,
+                        &mut self.seen,
+                        &mut self.drops,
+                        p,
+                        false,
+                        &mut out,
+                    );
                 }
             }
             Update::Order { order, fill } => {
@@ -187,17 +229,21 @@ impl AccountState {
             return;
         }
         if let Some(held) = self.open_orders.get(&key) {
+            let held_at = held.updated_at;
             let older = order.executed_qty < held.executed_qty
-                || (order.executed_qty == held.executed_qty && order.updated_at < held.updated_at);
+                || (order.executed_qty == held.executed_qty
+                    && order.updated_at < self.seen.latest(&key, held_at));
             if older {
                 self.drops.stale += 1;
                 return;
             }
             if order.same_values(held) {
+                self.seen.unchanged_at(&key, held_at, order.updated_at);
                 self.drops.unchanged += 1;
                 return;
             }
         }
+        self.seen.forget(&key);
         if order.status.is_final() {
             self.open_orders.remove(&key);
             self.finished_orders.insert(&order.symbol, order.order_id);
@@ -234,7 +280,13 @@ impl AccountState {
                 cross_wallet_balance: b.cross_wallet_balance,
                 updated_at: b.updated_at,
             };
-            apply_balance(&mut self.balances, &mut self.drops, patch, out);
+            apply_balance(
+                &mut self.balances,
+                &mut self.seen,
+                &mut self.drops,
+                patch,
+                out,
+            );
         }
 
         if let Some(positions) = snap.positions {
@@ -248,7 +300,14 @@ impl AccountState {
                 .map(|(_, p)| p.closed(as_of))
                 .collect();
             for p in positions.into_iter().chain(closed) {
-                apply_position(&mut self.positions, &mut self.drops, p, true, out);
+                apply_position(
+                    &mut self.positions,
+                    &mut self.seen,
+                    &mut self.drops,
+                    p,
+                    true,
+                    out,
+                );
             }
         }
 
@@ -302,13 +361,15 @@ impl Emitter {
 
 fn apply_balance(
     balances: &mut BTreeMap<String, Balance>,
+    seen: &mut Seen,
     drops: &mut Drops,
     p: BalancePatch,
     out: &mut Emitter,
 ) {
+    let key = format!("balance:{}", p.asset);
     let held = balances.get(&p.asset);
     if let Some(held) = held
-        && p.updated_at < held.updated_at
+        && p.updated_at < seen.latest(&key, held.updated_at)
     {
         drops.stale += 1;
         return;
@@ -337,6 +398,7 @@ fn apply_balance(
     if let Some(held) = base.as_ref()
         && held.same_amounts(&next)
     {
+        seen.unchanged_at(&key, held.updated_at, next.updated_at);
         drops.unchanged += 1;
         return;
     }
@@ -345,12 +407,14 @@ fn apply_balance(
         drops.unchanged += 1;
         return;
     }
+    seen.forget(&key);
     balances.insert(next.asset.clone(), next.clone());
     out.emit(Entity::Balance(next));
 }
 
 fn apply_position(
     positions: &mut BTreeMap<String, Position>,
+    seen: &mut Seen,
     drops: &mut Drops,
     mut p: Position,
     from_snapshot: bool,
@@ -358,7 +422,7 @@ fn apply_position(
 ) {
     let key = p.key();
     if let Some(held) = positions.get(&key) {
-        if p.updated_at < held.updated_at {
+        if p.updated_at < seen.latest(&key, held.updated_at) {
             drops.stale += 1;
             return;
         }
@@ -370,6 +434,7 @@ fn apply_position(
             }
         }
         if p.same_values(held) {
+            seen.unchanged_at(&key, held.updated_at, p.updated_at);
             drops.unchanged += 1;
             return;
         }
@@ -377,6 +442,7 @@ fn apply_position(
         drops.unchanged += 1;
         return;
     }
+    seen.forget(&key);
     positions.insert(key, p.clone());
     out.emit(Entity::Position(p));
 }
@@ -425,6 +491,61 @@ mod tests {
             created_at: T0,
             updated_at: at,
         }
+    }
+
+    #[test]
+    fn an_older_update_after_an_identical_newer_one_is_stale() {
+        let mut s = state();
+        assert_eq!(s.apply(T0, patch("BTC", "1", "0", T0 + 10)).len(), 1);
+        // The same values again at t+20: nothing changes, but t+20 is remembered.
+        assert!(s.apply(T0, patch("BTC", "1", "0", T0 + 20)).is_empty());
+        // A different value from t+15 arrives late: it is older than what was seen.
+        assert!(s.apply(T0, patch("BTC", "5", "0", T0 + 15)).is_empty());
+        assert_eq!(s.view().balances["BTC"].free, d("1"));
+        assert_eq!(s.drops().stale, 1);
+
+        let o = order("BTCUSDT", 7, OrderStatus::New, "0", T0 + 10);
+        assert_eq!(
+            s.apply(
+                T0,
+                Update::Order {
+                    order: o.clone(),
+                    fill: None
+                }
+            )
+            .len(),
+            1
+        );
+        let again = Order {
+            updated_at: T0 + 30,
+            ..o.clone()
+        };
+        assert!(
+            s.apply(
+                T0,
+                Update::Order {
+                    order: again,
+                    fill: None
+                }
+            )
+            .is_empty()
+        );
+        let late = Order {
+            updated_at: T0 + 20,
+            price: d("99"),
+            ..o
+        };
+        assert!(
+            s.apply(
+                T0,
+                Update::Order {
+                    order: late,
+                    fill: None
+                }
+            )
+            .is_empty()
+        );
+        assert_eq!(s.view().open_orders["BTCUSDT:7"].price, d("100"));
     }
 
     fn fill(symbol: &str, trade_id: i64, order_id: i64, at: Millis) -> Fill {

@@ -167,11 +167,16 @@ pub async fn run(
     let reconnected = Arc::new(AtomicBool::new(false));
     {
         let flag = reconnected.clone();
+        // fred reports the first connection as a reconnect too; the first resync is already due.
+        let first = Arc::new(AtomicBool::new(true));
         let _reconnect_listener = client.on_reconnect(move |server| {
             let flag = flag.clone();
+            let first = first.clone();
             async move {
-                tracing::info!(server = %server, "redis reconnected");
-                flag.store(true, Ordering::SeqCst);
+                if !first.swap(false, Ordering::SeqCst) {
+                    tracing::info!(server = %server, "redis reconnected");
+                    flag.store(true, Ordering::SeqCst);
+                }
                 Ok(())
             }
         });

@@ -7,7 +7,7 @@
 
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::wire;
 use crate::account::{Balance, BalancePatch, Fill, Millis, Order, OrderStatus, Position, Update};
@@ -104,15 +104,19 @@ mod ev {
 /// One text frame of the Spot WS API user-data subscription: an event wrapped as
 /// `{"subscriptionId":N,"event":{...}}` (or the unwrapped legacy form), or a WS API response.
 pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
-    let mut obj = parse_object(text)?;
-    if let Some(event) = obj.remove("event") {
-        return spot_event(into_object(event, "`event`")?);
+    let outer = envelope(text)?;
+    if let Some(event) = outer.event {
+        let inner = envelope(event.get())?;
+        return match inner.e {
+            Some(name) => spot_event(&name, event.get()),
+            None => Err(malformed("`event` has no event type `e`")),
+        };
     }
-    if obj.contains_key("e") {
-        return spot_event(obj);
+    if let Some(name) = outer.e {
+        return spot_event(&name, text);
     }
-    if obj.contains_key("status") {
-        return response(obj);
+    if outer.status.is_some() {
+        return response(text);
     }
     Err(malformed(
         "neither an event (`e`/`event`) nor a response (`status`)",
@@ -122,49 +126,54 @@ pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
 /// One text frame of the USD-M user-data stream: a raw event, the combined-stream form
 /// `{"stream":..,"data":{...}}`, or a WS API response.
 pub fn parse_usdm_frame(text: &str) -> Result<Frame, ParseError> {
-    let mut obj = parse_object(text)?;
-    if obj.contains_key("stream")
-        && let Some(data) = obj.remove("data")
+    let outer = envelope(text)?;
+    if outer.stream.is_some()
+        && let Some(data) = outer.data
     {
-        obj = into_object(data, "`data`")?;
+        let inner = envelope(data.get())?;
+        return match inner.e {
+            Some(name) => usdm_event(&name, data.get()),
+            None => Err(malformed("`data` has no event type `e`")),
+        };
     }
-    if obj.contains_key("e") {
-        return usdm_event(obj);
+    if let Some(name) = outer.e {
+        return usdm_event(&name, text);
     }
-    if obj.contains_key("status") {
-        return response(obj);
+    if outer.status.is_some() {
+        return response(text);
     }
     Err(malformed(
         "neither an event (`e`) nor a response (`status`)",
     ))
 }
 
-fn parse_object(text: &str) -> Result<Map<String, Value>, ParseError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-    into_object(value, "frame")
+/// The few keys that say what a frame is; everything else is skipped without being built,
+/// so a frame is tokenized here and deserialized once, straight into its wire type.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    e: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    stream: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    status: Option<serde::de::IgnoredAny>,
 }
 
-fn into_object(value: Value, what: &str) -> Result<Map<String, Value>, ParseError> {
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(malformed(format!("{what} is not a JSON object"))),
-    }
+fn envelope(text: &str) -> Result<Envelope<'_>, ParseError> {
+    serde_json::from_str(text).map_err(|e| malformed(e.to_string()))
 }
 
-/// Deserialize one event object into its wire type; the message names the event type.
-fn event<T: DeserializeOwned>(obj: Map<String, Value>, event_type: &str) -> Result<T, ParseError> {
-    serde_json::from_value(Value::Object(obj)).map_err(|e| malformed(format!("{event_type}: {e}")))
+/// Deserialize one event into its wire type; the message names the event type.
+fn event<T: DeserializeOwned>(raw: &str, event_type: &str) -> Result<T, ParseError> {
+    serde_json::from_str(raw).map_err(|e| malformed(format!("{event_type}: {e}")))
 }
 
-fn event_name(obj: &Map<String, Value>) -> Result<String, ParseError> {
-    match obj.get("e") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(malformed("event type `e` is missing or not a string")),
-    }
-}
-
-fn response(obj: Map<String, Value>) -> Result<Frame, ParseError> {
-    let w: wire::WsApiResponse = event(obj, "WS API response")?;
+fn response(raw: &str) -> Result<Frame, ParseError> {
+    let w: wire::WsApiResponse = event(raw, "WS API response")?;
     let id = match w.id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
@@ -178,9 +187,8 @@ fn response(obj: Map<String, Value>) -> Result<Frame, ParseError> {
     })
 }
 
-fn spot_event(obj: Map<String, Value>) -> Result<Frame, ParseError> {
-    let name = event_name(&obj)?;
-    match name.as_str() {
+fn spot_event(name: &str, obj: &str) -> Result<Frame, ParseError> {
+    match name {
         ev::OUTBOUND_ACCOUNT_POSITION => {
             let w: wire::OutboundAccountPosition = event(obj, ev::OUTBOUND_ACCOUNT_POSITION)?;
             let at = w.last_update;
@@ -242,14 +250,15 @@ fn spot_event(obj: Map<String, Value>) -> Result<Frame, ParseError> {
             let _: wire::ListenKeyExpired = event(obj, ev::LISTEN_KEY_EXPIRED)?;
             Ok(Frame::ListenKeyExpired)
         }
-        _ => Ok(Frame::Unknown { event_type: name }),
+        _ => Ok(Frame::Unknown {
+            event_type: name.to_owned(),
+        }),
     }
 }
 
-fn usdm_event(obj: Map<String, Value>) -> Result<Frame, ParseError> {
-    let name = event_name(&obj)?;
+fn usdm_event(name: &str, obj: &str) -> Result<Frame, ParseError> {
     let info = |event_type| Ok(Frame::Info { event_type });
-    match name.as_str() {
+    match name {
         ev::ACCOUNT_UPDATE => {
             let w: wire::AccountUpdate = event(obj, ev::ACCOUNT_UPDATE)?;
             Ok(Frame::Updates {
@@ -307,7 +316,9 @@ fn usdm_event(obj: Map<String, Value>) -> Result<Frame, ParseError> {
             let _: wire::ListenKeyExpired = event(obj, ev::LISTEN_KEY_EXPIRED)?;
             Ok(Frame::ListenKeyExpired)
         }
-        _ => Ok(Frame::Unknown { event_type: name }),
+        _ => Ok(Frame::Unknown {
+            event_type: name.to_owned(),
+        }),
     }
 }
 
@@ -718,6 +729,7 @@ pub fn api_error(body_text: &str) -> Option<ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Map;
     use std::collections::BTreeMap;
     use std::str::FromStr;
 

@@ -42,7 +42,30 @@ pub fn metrics_handle() -> PrometheusHandle {
             };
             metrics::gauge!("acctstate_build_info", "version" => env!("CARGO_PKG_VERSION"))
                 .set(1.0);
+            register_zeroes();
             handle
         })
         .clone()
+}
+
+/// Exports the counters operators alert on at 0 from the start: a series that only appears on
+/// its first increment makes `rate()`/`increase()` miss that increment and absent-series
+/// alerts fire on a healthy daemon.
+fn register_zeroes() {
+    for name in [
+        "acctstate_reconnects_total",
+        "acctstate_parse_errors_total",
+        "acctstate_unknown_events_total",
+        "acctstate_oversized_frames_total",
+        "acctstate_resync_corrections_total",
+        "acctstate_pg_write_errors_total",
+        "acctstate_pg_history_dropped_total",
+        "acctstate_redis_errors_total",
+        "acctstate_redis_dropped_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in ["unchanged", "stale", "duplicate"] {
+        metrics::counter!("acctstate_dropped_updates_total", "reason" => reason).increment(0);
+    }
 }

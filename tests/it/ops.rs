@@ -316,10 +316,10 @@ async fn wait_status(url: &str, status: u16, what: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let last = http().get(url).send().await;
-        if let Ok(r) = last {
-            if r.status().as_u16() == status {
-                return r.text().await.unwrap_or_default();
-            }
+        if let Ok(r) = last
+            && r.status().as_u16() == status
+        {
+            return r.text().await.unwrap_or_default();
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -492,7 +492,7 @@ fn parse_prometheus(text: &str) -> Result<Exposition, String> {
             continue;
         }
         let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .ok_or_else(|| err("no value".into()))?;
         let name = &line[..name_end];
         if !is_metric_name(name) {
@@ -531,7 +531,7 @@ fn parse_prometheus(text: &str) -> Result<Exposition, String> {
             .types
             .get(family)
             .ok_or_else(|| err(format!("sample of `{family}` without a TYPE line")))?;
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("negative or NaN counter".into()));
         }
         if kind == "histogram" && name.ends_with("_bucket") && !labels.contains_key("le") {
@@ -1254,6 +1254,11 @@ async fn sigterm_mid_burst_drains_every_change() {
     assert!(!trader.is_finished(), "the burst is still going on");
     let metrics = scrape(&d).await;
     let changes_at_signal = metrics.sum("acctstate_changes_total");
+    let rows_at_signal = journal_count(&env.pool, &env.account).await;
+    eprintln!(
+        "at SIGTERM: {changes_at_signal} changes made, {rows_at_signal} journal rows, pg queue {}",
+        metrics.sum("acctstate_pg_queue_depth")
+    );
     let signalled = Instant::now();
     d.sigterm();
     let exit = d.wait_with_deadline(Duration::from_secs(20)).await;
@@ -1266,6 +1271,7 @@ async fn sigterm_mid_burst_drains_every_change() {
         d.stdout().iter().rev().take(10).collect::<Vec<_>>()
     );
     assert!(took < Duration::from_secs(10), "drain took {took:?}");
+    eprintln!("exited after {took:?}");
 
     let stopped = d
         .log_line("cache actor stopped")
@@ -1335,4 +1341,152 @@ async fn logs_are_json_lines_without_secrets() {
     );
     assert!(d.stderr().is_empty(), "stderr: {:?}", d.stderr());
     env.cleanup().await;
+}
+
+/// A daemon whose Postgres goes through a proxy the test can cut.
+async fn daemon_behind_proxy(
+    env: &Env,
+    extra: &[(&'static str, &str)],
+) -> (DaemonProcess, TcpProxy) {
+    let u = url::Url::parse(&env.db_url).unwrap();
+    let proxy = TcpProxy::start(&format!(
+        "{}:{}",
+        u.host_str().unwrap(),
+        u.port_or_known_default().unwrap()
+    ))
+    .await;
+    let mut via = u.clone();
+    via.set_host(Some("127.0.0.1")).unwrap();
+    via.set_port(Some(proxy.addr().port())).unwrap();
+    let via = via.to_string();
+    let mut vars = env.vars_with_db(&via);
+    for (k, v) in extra {
+        set_var(&mut vars, k, v);
+    }
+    let d = DaemonProcess::run(&borrow(&vars)).await;
+    wait_status(&d.url("/readyz"), 200, "ready").await;
+    (d, proxy)
+}
+
+/// Changes the daemon made that the journal does not hold yet.
+async fn backlog(d: &DaemonProcess, env: &Env) -> f64 {
+    let made = scrape(d).await.sum("acctstate_changes_total");
+    made - journal_count(&env.pool, &env.account).await as f64
+}
+
+/// Thousands of changes queued behind a Postgres outage, Postgres back, SIGTERM at once while
+/// the sim still trades: every change is written, without a gap, within the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_thousands_queued_behind_an_outage() {
+    let env = Env::new().await;
+    let (mut d, proxy) = daemon_behind_proxy(&env, &[]).await;
+    let trader = {
+        let sim = env.sim.clone();
+        tokio::spawn(async move { sim.run(100_000, Some(20_000)).await })
+    };
+    eventually(WAIT, "500 journal rows", || async {
+        journal_count(&env.pool, &env.account).await >= 500
+    })
+    .await;
+    proxy.cut();
+    eventually(WAIT, "3,000 changes queued", || async {
+        backlog(&d, &env).await >= 3_000.0
+    })
+    .await;
+    proxy.restore();
+    assert!(!trader.is_finished(), "the burst is still going on");
+    let queued = backlog(&d, &env).await;
+    let signalled = Instant::now();
+    d.sigterm();
+    let exit = d.wait_with_deadline(Duration::from_secs(20)).await;
+    let took = signalled.elapsed();
+    env.sim.shutdown();
+    let _ = trader.await;
+    assert!(
+        exit.success(),
+        "exit {exit}; last lines: {:#?}",
+        d.stdout().iter().rev().take(10).collect::<Vec<_>>()
+    );
+    assert!(took < Duration::from_secs(10), "drain took {took:?}");
+    eprintln!("{queued} changes queued at SIGTERM; exited after {took:?}");
+    let last_seq = d.log_line("cache actor stopped").expect("logged")["seq"]
+        .as_i64()
+        .unwrap();
+    let (min, max, count): (i64, i64, i64) = sqlx::query_as(
+        "SELECT min(seq), max(seq), count(*) FROM account_changes WHERE account_id = $1",
+    )
+    .bind(&env.account)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(max, last_seq, "the journal ends at the cache's last seq");
+    assert_eq!(count, max - min + 1, "no gap in account_changes.seq");
+    env.cleanup().await;
+}
+
+/// Postgres stays down: SIGTERM waits for the drain timeout, then exits 1 saying what was not
+/// written; a second signal during the drain exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_and_second_signal() {
+    let env = Env::new().await;
+    // Two daemons on the same sim, journal and prefix would mix: give each its own account.
+    let env2 = Env {
+        sim: env.sim.clone(),
+        db_url: env.db_url.clone(),
+        pool: env.pool.clone(),
+        prefix: env.prefix.clone(),
+        account: unique_account(),
+    };
+    let (mut timed, proxy1) =
+        daemon_behind_proxy(&env, &[("ACCTSTATE__SHUTDOWN__DRAIN_TIMEOUT_SECS", "2")]).await;
+    let (mut twice, proxy2) = daemon_behind_proxy(&env2, &[]).await;
+    env.sim.run(200, None).await;
+    for (d, e) in [(&timed, &env), (&twice, &env2)] {
+        eventually(WAIT, "journal caught up", || async {
+            backlog(d, e).await == 0.0 && journal_count(&e.pool, &e.account).await > 0
+        })
+        .await;
+    }
+    proxy1.cut();
+    proxy2.cut();
+    env.sim.run(200, None).await;
+    for (d, e) in [(&timed, &env), (&twice, &env2)] {
+        eventually(WAIT, "changes queued", || async {
+            let m = scrape(d).await;
+            m.sum("acctstate_postgres_up") == 0.0 && backlog(d, e).await > 0.0
+        })
+        .await;
+    }
+
+    let signalled = Instant::now();
+    timed.sigterm();
+    twice.sigterm();
+    eventually(WAIT, "the second daemon drains", || async {
+        twice
+            .log_line("draining: writing every queued change")
+            .is_some()
+    })
+    .await;
+    twice.sigterm();
+    let exit = twice.wait_with_deadline(Duration::from_secs(5)).await;
+    assert_eq!(exit.code(), Some(1), "second signal: {exit}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "the second signal exits at once, not after the drain timeout: {:?}",
+        signalled.elapsed()
+    );
+    assert!(twice.log_line("second signal: exiting at once").is_some());
+
+    let exit = timed.wait_with_deadline(Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+    assert_eq!(exit.code(), Some(1), "drain timed out: {exit}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "exit after the 2 s drain timeout, took {took:?}"
+    );
+    let stderr = timed.stderr().join("\n");
+    assert!(stderr.contains("drain timed out"), "stderr: {stderr}");
+    assert_json_logs(&timed.stdout(), &[DEMO_API_SECRET]);
+    env.cleanup().await;
+    env2.cleanup().await;
 }

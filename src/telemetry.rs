@@ -35,14 +35,51 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = match PrometheusBuilder::new().install_recorder() {
+            let handle = match builder().install_recorder() {
                 Ok(h) => h,
                 // Another recorder is installed (only possible in tests): keep a detached one.
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+                Err(_) => builder().build_recorder().handle(),
             };
             metrics::gauge!("acctstate_build_info", "version" => env!("CARGO_PKG_VERSION"))
                 .set(1.0);
+            register_zeroes();
             handle
         })
         .clone()
+}
+
+/// Bucket bounds (seconds) of every histogram: Postgres writes, Redis publishes, event lag.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Histograms are exported as Prometheus histograms (buckets), not summaries: bucket counts can
+/// be aggregated and turned into quantiles over any window with `histogram_quantile`.
+fn builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .expect("the bucket list is not empty")
+}
+
+/// Exports the counters operators alert on at 0 from the start: a series that only appears on
+/// its first increment makes `rate()`/`increase()` miss that increment and absent-series
+/// alerts fire on a healthy daemon.
+fn register_zeroes() {
+    for name in [
+        "acctstate_reconnects_total",
+        "acctstate_parse_errors_total",
+        "acctstate_unknown_events_total",
+        "acctstate_oversized_frames_total",
+        "acctstate_resync_corrections_total",
+        "acctstate_pg_write_errors_total",
+        "acctstate_pg_history_dropped_total",
+        "acctstate_redis_errors_total",
+        "acctstate_redis_dropped_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in ["unchanged", "stale", "duplicate"] {
+        metrics::counter!("acctstate_dropped_updates_total", "reason" => reason).increment(0);
+    }
 }

@@ -81,13 +81,16 @@ fn usdm_account_updates() -> Vec<String> {
         .collect()
 }
 
+/// A benchmark case: name, market, frame generator, parser.
+type Case = (
+    &'static str,
+    Market,
+    fn() -> Vec<String>,
+    fn(&str) -> Result<Frame, convert::ParseError>,
+);
+
 fn bench(c: &mut Criterion) {
-    let cases: [(
-        &str,
-        Market,
-        fn() -> Vec<String>,
-        fn(&str) -> Result<Frame, convert::ParseError>,
-    ); 4] = [
+    let cases: [Case; 4] = [
         (
             "spot_executionReport",
             Market::Spot,

@@ -119,7 +119,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_apply");
     group.throughput(Throughput::Elements(N as u64));
     group.sample_size(20);
-    for (name, market, frames, parse) in cases {
+    for (name, market, frames, parse) in cases.iter().copied() {
         let frames = frames();
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -136,6 +136,23 @@ fn bench(c: &mut Criterion) {
                 },
                 criterion::BatchSize::LargeInput,
             )
+        });
+    }
+    group.finish();
+
+    // The parse alone, to see where the time goes.
+    let mut group = c.benchmark_group("parse_only");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(20);
+    for (name, _, frames, parse) in cases {
+        let frames = frames();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                frames
+                    .iter()
+                    .filter(|f| parse(black_box(f.as_str())).is_ok())
+                    .count()
+            })
         });
     }
     group.finish();

@@ -104,10 +104,20 @@ mod ev {
 /// One text frame of the Spot WS API user-data subscription: an event wrapped as
 /// `{"subscriptionId":N,"event":{...}}` (or the unwrapped legacy form), or a WS API response.
 pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
+    if let Some(name) = leading_event_type(text) {
+        return spot_event(name, text);
+    }
+    // Fast path for the WS API wrapper as Binance lays it out; anything else (or an error,
+    // reported by the full path) goes through the envelope.
+    if let Some(inner) = wrapped_event(text)
+        && let Some(name) = leading_event_type(inner)
+        && let Ok(frame) = spot_event(name, inner)
+    {
+        return Ok(frame);
+    }
     let outer = envelope(text)?;
     if let Some(event) = outer.event {
-        let inner = envelope(event.get())?;
-        return match inner.e {
+        return match event_type(event.get())? {
             Some(name) => spot_event(&name, event.get()),
             None => Err(malformed("`event` has no event type `e`")),
         };
@@ -126,12 +136,14 @@ pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
 /// One text frame of the USD-M user-data stream: a raw event, the combined-stream form
 /// `{"stream":..,"data":{...}}`, or a WS API response.
 pub fn parse_usdm_frame(text: &str) -> Result<Frame, ParseError> {
+    if let Some(name) = leading_event_type(text) {
+        return usdm_event(name, text);
+    }
     let outer = envelope(text)?;
     if outer.stream.is_some()
         && let Some(data) = outer.data
     {
-        let inner = envelope(data.get())?;
-        return match inner.e {
+        return match event_type(data.get())? {
             Some(name) => usdm_event(&name, data.get()),
             None => Err(malformed("`data` has no event type `e`")),
         };
@@ -165,6 +177,31 @@ struct Envelope<'a> {
 
 fn envelope(text: &str) -> Result<Envelope<'_>, ParseError> {
     serde_json::from_str(text).map_err(|e| malformed(e.to_string()))
+}
+
+/// The event type of an event object. Binance puts `"e"` first, so that case is read without
+/// scanning the object; any other layout takes the full envelope parse.
+fn event_type(raw: &str) -> Result<Option<std::borrow::Cow<'_, str>>, ParseError> {
+    match leading_event_type(raw) {
+        Some(name) => Ok(Some(std::borrow::Cow::Borrowed(name))),
+        None => Ok(envelope(raw)?.e),
+    }
+}
+
+/// The `{...}` of `{"subscriptionId":N,"event":{...}}` when the frame has exactly that layout.
+fn wrapped_event(text: &str) -> Option<&str> {
+    let rest = text.trim().strip_prefix(r#"{"subscriptionId":"#)?;
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let inner = rest.strip_prefix(r#","event":"#)?.strip_suffix('}')?;
+    inner.starts_with('{').then_some(inner)
+}
+
+/// `"e"` when it is the object's first key (Binance's layout), without scanning further.
+fn leading_event_type(raw: &str) -> Option<&str> {
+    let rest = raw.trim_start().strip_prefix(r#"{"e":""#)?;
+    let end = rest.find('"')?;
+    let name = &rest[..end];
+    (!name.contains('\\')).then_some(name)
 }
 
 /// Deserialize one event into its wire type; the message names the event type.
@@ -834,6 +871,39 @@ mod tests {
             Frame::Info { event_type } => event_type,
             other => panic!("{name}: expected Info, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn fast_paths_parse_exactly_like_the_full_path() {
+        for entry in std::fs::read_dir(fixture_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let parse = if name.starts_with("spot_") {
+                parse_spot_frame
+            } else if name.starts_with("usdm_") || name.starts_with("coinm_") {
+                parse_usdm_frame
+            } else {
+                continue;
+            };
+            if name.contains("_rest_") || name.contains("request") {
+                continue;
+            }
+            let pretty = std::fs::read_to_string(&path).unwrap();
+            // The compact form (Binance's layout) takes the fast paths, the pretty one the envelope.
+            let compact =
+                serde_json::to_string(&serde_json::from_str::<Value>(&pretty).unwrap()).unwrap();
+            let a = format!("{:?}", parse(&pretty));
+            let b = format!("{:?}", parse(&compact));
+            assert_eq!(a, b, "{name}");
+        }
+        // A wrapper with an extra key still parses (through the envelope).
+        let extra = r#"{"subscriptionId":3,"event":{"e":"serverShutdown","E":1},"x":1}"#;
+        assert!(matches!(parse_spot_frame(extra), Ok(Frame::ServerShutdown)));
+        let escaped = r#"{"e":"server\u0053hutdown","E":1}"#;
+        assert!(matches!(
+            parse_spot_frame(escaped),
+            Ok(Frame::ServerShutdown)
+        ));
     }
 
     #[test]

@@ -29,8 +29,9 @@ mod dec_opt {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Decimal>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        match s.as_deref() {
+        // Decimal strings never hold escapes, so they are borrowed, not allocated.
+        let s: Option<&'de str> = Option::deserialize(d)?;
+        match s {
             None | Some("") => Ok(None),
             Some(s) => Decimal::from_str(s)
                 .or_else(|_| Decimal::from_scientific(s))

@@ -57,9 +57,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Histograms are exported as Prometheus histograms (buckets), not summaries: bucket counts can
 /// be aggregated and turned into quantiles over any window with `histogram_quantile`.
 fn builder() -> PrometheusBuilder {
+    // `set_buckets` only refuses an empty list.
     PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)
-        .expect("the bucket list is not empty")
+        .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
 /// Exports the counters operators alert on at 0 from the start: a series that only appears on
@@ -79,7 +80,7 @@ fn register_zeroes() {
     ] {
         metrics::counter!(name).increment(0);
     }
-    for reason in ["unchanged", "stale", "duplicate"] {
+    for reason in ["unchanged", "stale", "duplicate", "invalid"] {
         metrics::counter!("acctstate_dropped_updates_total", "reason" => reason).increment(0);
     }
 }

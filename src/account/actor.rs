@@ -143,6 +143,7 @@ fn record_drops(seen: &mut Drops, now: Drops) {
         ("unchanged", seen.unchanged, now.unchanged),
         ("stale", seen.stale, now.stale),
         ("duplicate", seen.duplicate, now.duplicate),
+        ("invalid", seen.invalid, now.invalid),
     ] {
         if after > before {
             metrics::counter!("acctstate_dropped_updates_total", "reason" => reason)

@@ -29,6 +29,8 @@ pub struct Drops {
     pub stale: u64,
     /// A fill seen before, or an update of a finished order.
     pub duplicate: u64,
+    /// Values no account can hold (a balance total beyond `Decimal`'s range).
+    pub invalid: u64,
 }
 
 /// The cache's view for readers: `/v1/account` and the Redis resync.
@@ -386,8 +388,14 @@ fn apply_balance(
     let cross_wallet_balance = p
         .cross_wallet_balance
         .or(base.as_ref().and_then(|b| b.cross_wallet_balance));
+    // Checked whatever the market, so validity never depends on what the cache holds.
+    let Some(spot_total) = free.checked_add(locked) else {
+        tracing::warn!(asset = %p.asset, "balance update out of range (free + locked overflows); skipped");
+        drops.invalid += 1;
+        return;
+    };
     let next = Balance {
-        total: wallet_balance.unwrap_or(free + locked),
+        total: wallet_balance.unwrap_or(spot_total),
         asset: p.asset,
         free,
         locked,
@@ -399,11 +407,6 @@ fn apply_balance(
         && held.same_amounts(&next)
     {
         seen.unchanged_at(&key, held.updated_at, next.updated_at);
-        drops.unchanged += 1;
-        return;
-    }
-    if base.is_none() && next.total.is_zero() && next.free.is_zero() {
-        // A zero balance the cache never held changes nothing.
         drops.unchanged += 1;
         return;
     }
@@ -491,6 +494,23 @@ mod tests {
             created_at: T0,
             updated_at: at,
         }
+    }
+
+    /// Regressions found by the property test (tests/it/fuzz.rs).
+    #[test]
+    fn property_test_regressions() {
+        // free + locked beyond Decimal's range: skipped and counted, never a panic.
+        let mut s = state();
+        assert!(
+            s.apply(T0, patch("BTC", "79228162514264337593543950335", "1", T0))
+                .is_empty()
+        );
+        assert_eq!(s.drops().invalid, 1);
+        // A first balance of zero is held, so an older non-zero one arriving later is stale.
+        let mut s = state();
+        assert_eq!(s.apply(T0, patch("USDT", "0", "0", T0 + 7)).len(), 1);
+        assert!(s.apply(T0, patch("USDT", "0", "5", T0 + 1)).is_empty());
+        assert_eq!(s.drops().stale, 1);
     }
 
     #[test]

@@ -4,5 +4,6 @@
 //! helpers.
 
 mod common;
+mod fuzz;
 mod ops;
 mod spine;

@@ -4,4 +4,5 @@
 //! helpers.
 
 mod common;
+mod exchange;
 mod spine;

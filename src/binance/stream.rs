@@ -262,6 +262,20 @@ impl Stream {
         Ok(n)
     }
 
+    /// Applies one stream event. The trade cursor moves only here, once the fill is in the
+    /// cache: a fill still buffered when the connection drops must be backfilled by the next
+    /// resync, so the cursor must not have passed it.
+    async fn apply_event(&mut self, et: Millis, u: Update) -> anyhow::Result<()> {
+        match &u {
+            Update::Order { fill: Some(f), .. } | Update::Fill(f) => {
+                self.advance_cursor(&f.symbol, f.trade_id)
+            }
+            _ => {}
+        }
+        self.cache.apply(et, u).await?;
+        Ok(())
+    }
+
     fn advance_cursor(&mut self, symbol: &str, trade_id: i64) {
         match self.cursors.get_mut(symbol) {
             Some(c) if *c >= trade_id => {}
@@ -350,12 +364,9 @@ impl Stream {
                         None => return End::Reconnect("stream ended".into()),
                     };
                     for (et, u) in updates {
-                        if let Update::Order { fill: Some(f), .. } = &u {
-                            self.advance_cursor(&f.symbol, f.trade_id);
-                        }
                         match buffer.as_mut() {
                             Some(b) => b.push((et, u)),
-                            None => if self.cache.apply(et, u).await.is_err() {
+                            None => if self.apply_event(et, u).await.is_err() {
                                 return End::Cancelled;
                             },
                         }
@@ -380,7 +391,7 @@ impl Stream {
                     if let Some(buffered) = buffer.take() {
                         let count = buffered.len();
                         for (et, u) in buffered {
-                            if self.cache.apply(et, u).await.is_err() {
+                            if self.apply_event(et, u).await.is_err() {
                                 return End::Cancelled;
                             }
                         }

@@ -88,6 +88,9 @@ impl StreamConfig {
 enum End {
     Cancelled,
     Reconnect(String),
+    /// The first snapshot of a connection was refused for the credentials (USD-M: opening
+    /// the stream needs the API key only, so a wrong secret shows here first).
+    Credentials(anyhow::Error),
     /// Spot `serverShutdown`: a new session is already open.
     Handover(Box<Session>),
 }
@@ -137,7 +140,8 @@ impl Stream {
     }
 
     /// Runs until `cancel`. Returns an error only for a credentials error before the first
-    /// successful subscription (a wrong key is not worth retrying forever at start).
+    /// successful subscription or the first snapshot (a wrong key or secret is not worth
+    /// retrying forever at start).
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         if let Err(e) = self.rest.sync_time().await {
             tracing::warn!(error = %e, "could not measure the server-time offset");
@@ -146,6 +150,7 @@ impl Stream {
         let mut ever_subscribed = false;
         let mut next: Option<Box<Session>> = None;
         let mut last_key: Option<String> = None;
+        let mut fatal: Option<anyhow::Error> = None;
         loop {
             if cancel.is_cancelled() {
                 break;
@@ -181,8 +186,16 @@ impl Stream {
             self.health.connected.store(false, Ordering::Relaxed);
             self.health.subscribed.store(false, Ordering::Relaxed);
             metrics::gauge!("acctstate_stream_connected").set(0.0);
+            let end = match end {
+                End::Credentials(e) if !self.health.snapshot_loaded.load(Ordering::Relaxed) => {
+                    fatal = Some(e);
+                    break;
+                }
+                End::Credentials(e) => End::Reconnect(format!("snapshot failed: {e:#}")),
+                other => other,
+            };
             match end {
-                End::Cancelled => break,
+                End::Cancelled | End::Credentials(_) => break,
                 End::Handover(s) => {
                     tracing::info!("stream: server shutting down; switched to a new connection");
                     next = Some(s);
@@ -223,7 +236,10 @@ impl Stream {
             }
         }
         tracing::info!("stream stopped");
-        Ok(())
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn spawn_snapshot(&self) -> JoinHandle<anyhow::Result<Snapshot>> {
@@ -376,7 +392,12 @@ impl Stream {
                     snapshot_task = None;
                     let snap = match done {
                         Ok(Ok(snap)) => snap,
-                        Ok(Err(e)) if initial => return End::Reconnect(format!("snapshot failed: {e:#}")),
+                        Ok(Err(e)) if initial => {
+                            if matches!(e.downcast_ref::<RestError>(), Some(RestError::Credentials(_))) {
+                                return End::Credentials(e);
+                            }
+                            return End::Reconnect(format!("snapshot failed: {e:#}"));
+                        }
                         Ok(Err(e)) => { tracing::warn!(error = %format!("{e:#}"), "reconciliation snapshot failed"); continue; }
                         Err(e) => return End::Reconnect(format!("snapshot task failed: {e}")),
                     };

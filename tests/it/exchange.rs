@@ -585,6 +585,8 @@ async fn usdm_listen_key_expired_converges() {
     sim.expire_listen_key();
     wait_reconnected(&d, 0).await;
     trader.await.unwrap();
+    // Events traded while the stream was away were never delivered: trade on afterwards.
+    trade(&sim, 1_000, None).await.unwrap();
     assert_converged(&sim, &d).await;
     assert_volume(&sim, 1_500, 50);
     let rows = d.status_rows().await;
@@ -605,6 +607,8 @@ async fn spot_terminate_subscription_converges() {
     sim.terminate_subscription();
     wait_reconnected(&d, 0).await;
     trader.await.unwrap();
+    // Events traded while the stream was away were never delivered: trade on afterwards.
+    trade(&sim, 1_000, None).await.unwrap();
     assert_converged(&sim, &d).await;
     assert_volume(&sim, 1_500, 50);
     let rows = d.status_rows().await;
@@ -763,6 +767,8 @@ async fn oversized_frame_recycles_the_connection() {
     sim.send_raw_text(format!(r#"{{"pad":"{}"}}"#, "x".repeat(200_000)));
     wait_reconnected(&d, 0).await;
     trader.await.unwrap();
+    // Events traded while the stream was away were never delivered: trade on afterwards.
+    trade(&sim, 1_000, None).await.unwrap();
     assert_converged(&sim, &d).await;
     assert_volume(&sim, 1_500, 50);
     let rows = d.status_rows().await;

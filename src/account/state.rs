@@ -315,11 +315,18 @@ impl AccountState {
 
         let listed: HashSet<String> = snap.orders.iter().map(Order::key).collect();
         let unresolved: HashSet<&str> = snap.unresolved_orders.iter().map(String::as_str).collect();
+        let checked: Option<HashSet<&str>> = snap
+            .checked_orders
+            .as_ref()
+            .map(|c| c.iter().map(String::as_str).collect());
         let vanished: Vec<Order> = self
             .open_orders
             .iter()
             .filter(|(k, o)| {
-                !listed.contains(*k) && !unresolved.contains(k.as_str()) && o.updated_at <= as_of
+                !listed.contains(*k)
+                    && !unresolved.contains(k.as_str())
+                    && checked.as_ref().is_none_or(|c| c.contains(k.as_str()))
+                    && o.updated_at <= as_of
             })
             .map(|(_, o)| o.clone())
             .collect();
@@ -804,6 +811,32 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_judges_only_the_orders_it_checked() {
+        // Order 2 reached the cache after the snapshot's view was taken (the stream lags the
+        // exchange): the snapshot never looked it up, so it must not be guessed EXPIRED.
+        let mut s = seeded();
+        let snap = Snapshot {
+            as_of: T0 + 100,
+            orders: ["BTCUSDT:1", "BTCUSDT:3", "BTCUSDT:4"]
+                .iter()
+                .map(|k| s.view().open_orders[*k].clone())
+                .collect(),
+            checked_orders: Some(vec!["BTCUSDT:1".into(), "BTCUSDT:3".into()]),
+            ..Snapshot::default()
+        };
+        let changes = s.apply(T0 + 107, Update::Snapshot(snap));
+        assert!(
+            !changes.iter().any(|c| c.kind() == Kind::Order),
+            "{changes:#?}"
+        );
+        assert_eq!(
+            s.view().open_orders["BTCUSDT:2"].status,
+            OrderStatus::New,
+            "left alone"
+        );
+    }
+
+    #[test]
     fn a_snapshot_emits_exactly_the_differences() {
         let mut s = seeded();
         let before = s.last_seq();
@@ -822,6 +855,7 @@ mod tests {
             ],
             // 2 missing: closed. 3 missing but unresolved: stays. 5 newer than as_of: stays.
             unresolved_orders: vec!["BTCUSDT:3".into()],
+            checked_orders: None,
             fills: vec![
                 fill("BTCUSDT", 40, 4, T0), // known
                 fill("BTCUSDT", 41, 4, T0 + 50),
@@ -895,6 +929,7 @@ mod tests {
             positions: Some(vec![]),
             orders: view.open_orders.values().cloned().collect(),
             unresolved_orders: vec![],
+            checked_orders: None,
             fills: vec![fill("BTCUSDT", 40, 4, T0)],
         };
         assert!(s.apply(T0 + 300, Update::Snapshot(snap)).is_empty());

@@ -33,6 +33,11 @@ pub struct Snapshot {
     pub orders: Vec<Order>,
     /// Cached open orders whose fate could not be learned: left as they are.
     pub unresolved_orders: Vec<String>,
+    /// The cached open orders the snapshot was taken against (the cache's view when it
+    /// started): only these can be judged vanished. An order the cache learned later (the
+    /// stream lags the exchange) was never looked up and is left alone. `None`: every cached
+    /// open order is judged.
+    pub checked_orders: Option<Vec<String>>,
     /// Trades the stream may have missed (fetched for orders whose filled quantity grew).
     pub fills: Vec<Fill>,
 }

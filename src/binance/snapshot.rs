@@ -55,6 +55,7 @@ pub async fn fetch(
             )?);
         }
     }
+    snap.checked_orders = Some(view.open_orders.keys().cloned().collect());
     resolve_gaps(rest, view, cursors, &mut snap).await;
     Ok(snap)
 }

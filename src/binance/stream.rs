@@ -88,6 +88,9 @@ impl StreamConfig {
 enum End {
     Cancelled,
     Reconnect(String),
+    /// The first snapshot of a connection was refused for the credentials (USD-M: opening
+    /// the stream needs the API key only, so a wrong secret shows here first).
+    Credentials(anyhow::Error),
     /// Spot `serverShutdown`: a new session is already open.
     Handover(Box<Session>),
 }
@@ -137,7 +140,8 @@ impl Stream {
     }
 
     /// Runs until `cancel`. Returns an error only for a credentials error before the first
-    /// successful subscription (a wrong key is not worth retrying forever at start).
+    /// successful subscription or the first snapshot (a wrong key or secret is not worth
+    /// retrying forever at start).
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         if let Err(e) = self.rest.sync_time().await {
             tracing::warn!(error = %e, "could not measure the server-time offset");
@@ -146,6 +150,7 @@ impl Stream {
         let mut ever_subscribed = false;
         let mut next: Option<Box<Session>> = None;
         let mut last_key: Option<String> = None;
+        let mut fatal: Option<anyhow::Error> = None;
         loop {
             if cancel.is_cancelled() {
                 break;
@@ -181,8 +186,16 @@ impl Stream {
             self.health.connected.store(false, Ordering::Relaxed);
             self.health.subscribed.store(false, Ordering::Relaxed);
             metrics::gauge!("acctstate_stream_connected").set(0.0);
+            let end = match end {
+                End::Credentials(e) if !self.health.snapshot_loaded.load(Ordering::Relaxed) => {
+                    fatal = Some(e);
+                    break;
+                }
+                End::Credentials(e) => End::Reconnect(format!("snapshot failed: {e:#}")),
+                other => other,
+            };
             match end {
-                End::Cancelled => break,
+                End::Cancelled | End::Credentials(_) => break,
                 End::Handover(s) => {
                     tracing::info!("stream: server shutting down; switched to a new connection");
                     next = Some(s);
@@ -223,7 +236,10 @@ impl Stream {
             }
         }
         tracing::info!("stream stopped");
-        Ok(())
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn spawn_snapshot(&self) -> JoinHandle<anyhow::Result<Snapshot>> {
@@ -260,6 +276,20 @@ impl Stream {
             "snapshot applied"
         );
         Ok(n)
+    }
+
+    /// Applies one stream event. The trade cursor moves only here, once the fill is in the
+    /// cache: a fill still buffered when the connection drops must be backfilled by the next
+    /// resync, so the cursor must not have passed it.
+    async fn apply_event(&mut self, et: Millis, u: Update) -> anyhow::Result<()> {
+        match &u {
+            Update::Order { fill: Some(f), .. } | Update::Fill(f) => {
+                self.advance_cursor(&f.symbol, f.trade_id)
+            }
+            _ => {}
+        }
+        self.cache.apply(et, u).await?;
+        Ok(())
     }
 
     fn advance_cursor(&mut self, symbol: &str, trade_id: i64) {
@@ -350,12 +380,9 @@ impl Stream {
                         None => return End::Reconnect("stream ended".into()),
                     };
                     for (et, u) in updates {
-                        if let Update::Order { fill: Some(f), .. } = &u {
-                            self.advance_cursor(&f.symbol, f.trade_id);
-                        }
                         match buffer.as_mut() {
                             Some(b) => b.push((et, u)),
-                            None => if self.cache.apply(et, u).await.is_err() {
+                            None => if self.apply_event(et, u).await.is_err() {
                                 return End::Cancelled;
                             },
                         }
@@ -365,7 +392,12 @@ impl Stream {
                     snapshot_task = None;
                     let snap = match done {
                         Ok(Ok(snap)) => snap,
-                        Ok(Err(e)) if initial => return End::Reconnect(format!("snapshot failed: {e:#}")),
+                        Ok(Err(e)) if initial => {
+                            if matches!(e.downcast_ref::<RestError>(), Some(RestError::Credentials(_))) {
+                                return End::Credentials(e);
+                            }
+                            return End::Reconnect(format!("snapshot failed: {e:#}"));
+                        }
                         Ok(Err(e)) => { tracing::warn!(error = %format!("{e:#}"), "reconciliation snapshot failed"); continue; }
                         Err(e) => return End::Reconnect(format!("snapshot task failed: {e}")),
                     };
@@ -380,7 +412,7 @@ impl Stream {
                     if let Some(buffered) = buffer.take() {
                         let count = buffered.len();
                         for (et, u) in buffered {
-                            if self.cache.apply(et, u).await.is_err() {
+                            if self.apply_event(et, u).await.is_err() {
                                 return End::Cancelled;
                             }
                         }

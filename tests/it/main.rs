@@ -4,6 +4,7 @@
 //! helpers.
 
 mod common;
+mod exchange;
 mod fuzz;
 mod ops;
 mod spine;

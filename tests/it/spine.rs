@@ -300,6 +300,7 @@ async fn stale_updates_and_snapshot_differences() {
         positions: Some(positions),
         orders,
         unresolved_orders: vec![unresolved.clone()],
+        checked_orders: None,
         fills: vec![old_fill_of(&changes), new_fill.clone()],
     };
     let expected = model.apply(as_of + 5, Update::Snapshot(snap.clone()));

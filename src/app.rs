@@ -137,6 +137,21 @@ async fn trade_cursors(pool: &PgPool, account_id: &str) -> crate::binance::snaps
     }
 }
 
+/// The exchange time of the last stream event an earlier run recorded: the restart's resync
+/// looks for orders created since then (minus a margin).
+async fn last_stream_event(pool: &PgPool, account_id: &str) -> Option<crate::account::Millis> {
+    let q = sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+        "SELECT max(event_time) FROM account_changes
+         WHERE account_id = $1 AND source = 'stream' AND kind <> 'status'",
+    )
+    .bind(account_id)
+    .fetch_one(pool);
+    match tokio::time::timeout(Duration::from_secs(5), q).await {
+        Ok(Ok(Some(t))) => Some(t.timestamp_millis() - 5_000),
+        _ => None,
+    }
+}
+
 /// The whole daemon: spine + exchange stream + HTTP, until `cancel`; then the ordered drain.
 /// `on_http` learns the bound HTTP address (tests and `demo` listen on port 0).
 pub async fn run_daemon(
@@ -145,8 +160,11 @@ pub async fn run_daemon(
     on_http: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
     let core = Core::start(&settings).await?;
-    let cursors = match &core.pg {
-        Some(pool) => trade_cursors(pool, &settings.account_id).await,
+    let (cursors, gap_since) = match &core.pg {
+        Some(pool) => (
+            trade_cursors(pool, &settings.account_id).await,
+            last_stream_event(pool, &settings.account_id).await,
+        ),
         None => Default::default(),
     };
     let rest = Arc::new(RestClient::new(&settings)?);
@@ -175,6 +193,7 @@ pub async fn run_daemon(
         StreamConfig::from_settings(&settings),
         health,
         cursors,
+        gap_since,
     );
     let stream_result = stream.run(cancel.clone()).await;
     if let Err(e) = &stream_result {

@@ -3,7 +3,8 @@
 //!
 //! Besides balances, positions and open orders it learns what a gap hid: the final state of
 //! orders that left the open set, and trades the stream did not deliver (per symbol, from the
-//! last trade id seen, and per order whose filled quantity grew).
+//! last trade id seen, and per order whose filled quantity grew), and — after a gap — the orders
+//! that were created and ended while nobody listened (`allOrders` since the gap began).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -11,16 +12,19 @@ use anyhow::Context;
 
 use super::convert;
 use super::rest::RestClient;
-use crate::account::{AccountView, Fill, Market, Order, Snapshot};
+use crate::account::{AccountView, Fill, Market, Millis, Order, Snapshot};
 
 /// The highest trade id seen per symbol: where trade backfill starts.
 pub type TradeCursors = BTreeMap<String, i64>;
 
 /// Takes a snapshot and resolves what the cache holds that the snapshot does not explain.
+/// `gap_since` is the exchange time from which the stream may have missed events (`None` for a
+/// reconciliation while connected).
 pub async fn fetch(
     rest: &RestClient,
     view: &AccountView,
     cursors: &TradeCursors,
+    gap_since: Option<Millis>,
 ) -> anyhow::Result<Snapshot> {
     let as_of = rest.server_now();
     let mut snap = Snapshot {
@@ -56,8 +60,70 @@ pub async fn fetch(
         }
     }
     snap.checked_orders = Some(view.open_orders.keys().cloned().collect());
+    if let Some(since) = gap_since {
+        let symbols: BTreeSet<String> = cursors
+            .keys()
+            .cloned()
+            .chain(view.open_orders.values().map(|o| o.symbol.clone()))
+            .chain(snap.orders.iter().map(|o| o.symbol.clone()))
+            .collect();
+        let known: HashSet<String> = snap
+            .orders
+            .iter()
+            .map(Order::key)
+            .chain(view.open_orders.keys().cloned())
+            .collect();
+        for symbol in symbols {
+            let created = orders_created_since(rest, &symbol, since).await;
+            snap.orders
+                .extend(created.into_iter().filter(|o| !known.contains(&o.key())));
+        }
+    }
     resolve_gaps(rest, view, cursors, &mut snap).await;
     Ok(snap)
+}
+
+/// Every order of `symbol` created at or after `since` (pages of 1000 by order id).
+async fn orders_created_since(rest: &RestClient, symbol: &str, since: Millis) -> Vec<Order> {
+    let path = match rest.market() {
+        Market::Spot => "/api/v3/allOrders",
+        Market::Usdm => "/fapi/v1/allOrders",
+    };
+    let mut out: Vec<Order> = Vec::new();
+    let mut from: Option<i64> = None;
+    loop {
+        let mut params = vec![
+            ("symbol", symbol.to_owned()),
+            ("startTime", since.to_string()),
+            ("limit", "1000".to_owned()),
+        ];
+        if let Some(id) = from {
+            params.push(("orderId", id.to_string()));
+        }
+        let page = match rest.signed_get(path, &params).await {
+            Ok(body) => match rest.market() {
+                Market::Spot => convert::spot_orders(&body),
+                Market::Usdm => convert::usdm_orders(&body),
+            },
+            Err(e) => {
+                tracing::warn!(symbol, error = %e, "could not list the orders of the gap");
+                return out;
+            }
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(symbol, error = %e, "unreadable order list");
+                return out;
+            }
+        };
+        let n = page.len();
+        from = page.iter().map(|o| o.order_id + 1).max().or(from);
+        out.extend(page);
+        if n < 1000 {
+            return out;
+        }
+    }
 }
 
 fn paths(market: Market) -> (&'static str, &'static str) {

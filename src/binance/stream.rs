@@ -116,15 +116,24 @@ pub struct Stream {
     cfg: StreamConfig,
     health: Arc<StreamHealth>,
     cursors: TradeCursors,
+    /// Exchange time from which events may have been missed (the last frame before a
+    /// disconnect, or the last event an earlier run recorded), until a resync has covered it.
+    gap_since: Option<Millis>,
 }
 
+/// Margin before the last frame seen, for what the gap may have hidden.
+const GAP_MARGIN_MS: Millis = 5_000;
+
 impl Stream {
+    /// `cursors` and `gap_since` come from Postgres after a restart (empty / `None` at a first
+    /// start).
     pub fn new(
         rest: Arc<RestClient>,
         cache: CacheHandle,
         cfg: StreamConfig,
         health: Arc<StreamHealth>,
         cursors: TradeCursors,
+        gap_since: Option<Millis>,
     ) -> Self {
         Stream {
             rest,
@@ -132,7 +141,19 @@ impl Stream {
             cfg,
             health,
             cursors,
+            gap_since,
         }
+    }
+
+    /// A connection ended: events from its last frame on may be missing.
+    fn note_gap(&mut self) {
+        let last_local = self.health.last_frame_ms.load(Ordering::Relaxed);
+        let last = if last_local > 0 {
+            last_local + self.rest.clock_offset_ms()
+        } else {
+            self.rest.server_now()
+        } - GAP_MARGIN_MS;
+        self.gap_since = Some(self.gap_since.map_or(last, |g| g.min(last)));
     }
 
     fn market(&self) -> Market {
@@ -183,6 +204,7 @@ impl Stream {
             last_key = session.listen_key.clone().or(last_key);
             let started = Instant::now();
             let end = self.drive(session, &cancel).await;
+            self.note_gap();
             self.health.connected.store(false, Ordering::Relaxed);
             self.health.subscribed.store(false, Ordering::Relaxed);
             metrics::gauge!("acctstate_stream_connected").set(0.0);
@@ -242,13 +264,13 @@ impl Stream {
         }
     }
 
-    fn spawn_snapshot(&self) -> JoinHandle<anyhow::Result<Snapshot>> {
+    fn spawn_snapshot(&self, gap_since: Option<Millis>) -> JoinHandle<anyhow::Result<Snapshot>> {
         let rest = self.rest.clone();
         let cache = self.cache.clone();
         let cursors = self.cursors.clone();
         tokio::spawn(async move {
             let view = cache.view().await?;
-            snapshot::fetch(&rest, &view, &cursors).await
+            snapshot::fetch(&rest, &view, &cursors, gap_since).await
         })
     }
 
@@ -319,7 +341,7 @@ impl Stream {
             .await;
 
         let mut buffer: Option<Vec<(Millis, Update)>> = Some(Vec::new());
-        let mut snapshot_task = Some(self.spawn_snapshot());
+        let mut snapshot_task = Some(self.spawn_snapshot(self.gap_since));
         let mut initial = true;
         let mut last_frame = Instant::now();
         let rotate_at = Instant::now() + self.cfg.rotate_after;
@@ -410,6 +432,9 @@ impl Stream {
                         tracing::warn!(corrections = n, "reconciliation corrected the cache");
                     }
                     if let Some(buffered) = buffer.take() {
+                        // The gap is covered (a handover after serverShutdown has none, but the
+                        // snapshot it takes covers it anyway).
+                        self.gap_since = None;
                         let count = buffered.len();
                         for (et, u) in buffered {
                             if self.apply_event(et, u).await.is_err() {
@@ -438,7 +463,7 @@ impl Stream {
                     }
                 }
                 _ = reconcile.tick(), if reconcile_due => {
-                    snapshot_task = Some(self.spawn_snapshot());
+                    snapshot_task = Some(self.spawn_snapshot(None));
                 }
                 _ = tokio::time::sleep_until(rotate_at) => {
                     return End::Reconnect("rotating the connection before the 24-hour cut".into());

@@ -296,13 +296,18 @@ fn handle(
         (market, path),
         (
             SimMarket::Spot,
-            "/api/v3/account" | "/api/v3/openOrders" | "/api/v3/order" | "/api/v3/myTrades"
+            "/api/v3/account"
+                | "/api/v3/openOrders"
+                | "/api/v3/order"
+                | "/api/v3/allOrders"
+                | "/api/v3/myTrades"
         ) | (
             SimMarket::Usdm,
             "/fapi/v3/account"
                 | "/fapi/v3/positionRisk"
                 | "/fapi/v1/openOrders"
                 | "/fapi/v1/order"
+                | "/fapi/v1/allOrders"
                 | "/fapi/v1/userTrades"
                 | "/fapi/v1/openAlgoOrders"
         )
@@ -384,24 +389,42 @@ fn handle(
                 SimMarket::Usdm => payloads::usdm_order(o),
             }
         }
+        "/api/v3/allOrders" | "/fapi/v1/allOrders" => {
+            // Every order of the symbol (as far as the model still holds finished ones), from
+            // `orderId` up, created at or after `startTime`, oldest first; without either, the
+            // most recent `limit`.
+            let sym = symbol.ok_or_else(|| ApiError::mandatory("symbol"))?;
+            let order_id = num(&params, "orderId")?;
+            let start = num(&params, "startTime")?;
+            let limit = limit_param(&params)?;
+            let mut orders: Vec<&super::SimOrder> =
+                m.st.orders
+                    .values()
+                    .filter(|o| o.symbol == sym)
+                    .filter(|o| order_id.is_none_or(|id| o.order_id >= id))
+                    .filter(|o| start.is_none_or(|t| o.created_at >= t))
+                    .collect();
+            orders.sort_by_key(|o| o.order_id);
+            let orders: Vec<&super::SimOrder> = if order_id.is_some() || start.is_some() {
+                orders.into_iter().take(limit).collect()
+            } else {
+                let skip = orders.len().saturating_sub(limit);
+                orders.into_iter().skip(skip).collect()
+            };
+            orders
+                .into_iter()
+                .map(|o| match market {
+                    SimMarket::Spot => payloads::spot_order(o),
+                    SimMarket::Usdm => payloads::usdm_order(o),
+                })
+                .collect()
+        }
         "/api/v3/myTrades" | "/fapi/v1/userTrades" => {
             let sym = symbol.ok_or_else(|| ApiError::mandatory("symbol"))?;
-            let num = |k: &str| -> Result<Option<i64>, ApiError> {
-                params
-                    .get(k)
-                    .map(|v| v.parse::<i64>().map_err(|_| ApiError::illegal(k)))
-                    .transpose()
-            };
+            let num = |k: &str| num(&params, k);
             let order_id = num("orderId")?;
             let from_id = num("fromId")?;
-            let limit = num("limit")?.unwrap_or(500);
-            if !(1..=1000).contains(&limit) {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    -1130,
-                    "Data sent for parameter 'limit' is not valid.",
-                ));
-            }
+            let limit = limit_param(&params)?;
             let mut trades: Vec<&super::SimFill> =
                 m.st.fills
                     .values()
@@ -410,7 +433,6 @@ fn handle(
                     .filter(|f| from_id.is_none_or(|id| f.trade_id >= id))
                     .collect();
             trades.sort_by_key(|f| f.trade_id);
-            let limit = limit as usize;
             let trades: Vec<&super::SimFill> = if from_id.is_some() {
                 trades.into_iter().take(limit).collect()
             } else {
@@ -427,6 +449,27 @@ fn handle(
         }
         _ => return Err(not_found()),
     })
+}
+
+/// An optional integer parameter.
+fn num(params: &Params, k: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(k)
+        .map(|v| v.parse::<i64>().map_err(|_| ApiError::illegal(k)))
+        .transpose()
+}
+
+/// `limit`: default 500, 1..=1000 as Binance allows.
+fn limit_param(params: &Params) -> Result<usize, ApiError> {
+    let limit = num(params, "limit")?.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -1130,
+            "Data sent for parameter 'limit' is not valid.",
+        ));
+    }
+    Ok(limit as usize)
 }
 
 fn listen_key(inner: &Arc<Inner>, method: &Method, params: &Params) -> Result<Value, ApiError> {

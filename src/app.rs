@@ -38,11 +38,13 @@ impl Core {
         let account_id = settings.account_id.clone();
         let pg = if settings.postgres.url.is_set() {
             let pool = sink::postgres::lazy_pool(&settings.postgres)?;
-            tracing::info!(url = %redact_url(settings.postgres.url.expose()), "postgres configured");
+            tracing::info!(event = "postgres_configured", url = %redact_url(settings.postgres.url.expose()), "postgres configured");
             match tokio::time::timeout(Duration::from_secs(10), sink::postgres::MIGRATOR.run(&pool))
                 .await
             {
-                Ok(Ok(())) => tracing::info!("postgres migrations applied"),
+                Ok(Ok(())) => {
+                    tracing::info!(event = "migrations_applied", "postgres migrations applied")
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "postgres migrations not applied at start; the writer retries")
                 }
@@ -50,7 +52,10 @@ impl Core {
             }
             Some(pool)
         } else {
-            tracing::warn!("postgres not configured: changes are kept in memory and Redis only");
+            tracing::warn!(
+                event = "postgres_not_configured",
+                "postgres not configured: changes are kept in memory and Redis only"
+            );
             None
         };
         let last = match &pg {
@@ -70,10 +75,13 @@ impl Core {
             let client = sink::redis::client(settings.redis.url.expose())?;
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
-            tracing::info!(url = %redact_url(settings.redis.url.expose()), prefix = %settings.redis.prefix, "redis configured");
+            tracing::info!(event = "redis_configured", url = %redact_url(settings.redis.url.expose()), prefix = %settings.redis.prefix, "redis configured");
             Some((client, rx))
         } else {
-            tracing::info!("redis not configured: nothing will be published");
+            tracing::info!(
+                event = "redis_not_configured",
+                "redis not configured: nothing will be published"
+            );
             None
         };
         let (cache, actor) = actor::spawn(state, senders);
@@ -95,7 +103,7 @@ impl Core {
                 rx,
             )));
         }
-        tracing::info!(first_seq, market = settings.market().as_str(), account_id = %account_id, "cache started");
+        tracing::info!(event = "cache_started", first_seq, market = settings.market().as_str(), account_id = %account_id, "cache started");
         Ok(Core {
             cache,
             pg,
@@ -108,7 +116,10 @@ impl Core {
     /// Stops intake and writes every queued change, within `drain`. Call after the stream task
     /// has stopped.
     pub async fn shutdown(self, drain: Duration) -> anyhow::Result<()> {
-        tracing::info!("draining: writing every queued change");
+        tracing::info!(
+            event = "drain_started",
+            "draining: writing every queued change"
+        );
         self.cache.close().await;
         let all = async {
             let _ = self.actor.await;
@@ -119,7 +130,7 @@ impl Core {
         tokio::time::timeout(drain, all)
             .await
             .context("drain timed out: some queued changes were not written")?;
-        tracing::info!("drained");
+        tracing::info!(event = "drained", "drained");
         Ok(())
     }
 }
@@ -197,7 +208,7 @@ pub async fn run_daemon(
     );
     let stream_result = stream.run(cancel.clone()).await;
     if let Err(e) = &stream_result {
-        tracing::error!(error = %format!("{e:#}"), "stream stopped with an error");
+        tracing::error!(event = "stream_failed", error = %format!("{e:#}"), "stream stopped with an error");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     notifier.abort();
@@ -226,7 +237,10 @@ async fn systemd_notifier(s: HttpState) {
         if !ready && alive && crate::http::not_ready_reasons(&s).await.is_empty() {
             ready = true;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            tracing::info!("ready: snapshot loaded, stream subscribed, postgres reachable");
+            tracing::info!(
+                event = "ready",
+                "ready: snapshot loaded, stream subscribed, postgres reachable"
+            );
         }
     }
 }

@@ -121,12 +121,17 @@ fn shutdown_on_signals() -> anyhow::Result<tokio_util::sync::CancellationToken> 
             seen += 1;
             if seen == 1 {
                 tracing::info!(
+                    event = "shutdown_requested",
                     signal = sig,
                     "shutdown requested: stopping intake and draining"
                 );
                 token.cancel();
             } else {
-                tracing::warn!(signal = sig, "second signal: exiting at once");
+                tracing::warn!(
+                    event = "shutdown_forced",
+                    signal = sig,
+                    "second signal: exiting at once"
+                );
                 std::process::exit(1);
             }
         }

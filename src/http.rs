@@ -61,7 +61,7 @@ pub async fn serve(
             tracing::error!(error = %e, "http server failed");
         }
     });
-    tracing::info!(addr = %bound, "http listening");
+    tracing::info!(event = "http_listening", addr = %bound, "http listening");
     Ok((bound, task))
 }
 

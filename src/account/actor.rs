@@ -134,7 +134,11 @@ async fn run(
             Command::Close => break,
         }
     }
-    tracing::info!(seq = state.last_seq(), "cache actor stopped");
+    tracing::info!(
+        event = "cache_stopped",
+        seq = state.last_seq(),
+        "cache actor stopped"
+    );
 }
 
 /// Moves the drop counters forward to the state's totals.

@@ -189,7 +189,7 @@ impl Stream {
                     return Err(anyhow::anyhow!(RestError::Credentials(e)));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "stream: connect failed");
+                    tracing::warn!(event = "stream_connect_failed", error = %e, retry_in_ms = backoff.as_millis() as u64, "stream: connect failed");
                     metrics::counter!("acctstate_reconnects_total").increment(1);
                     self.health.reconnects.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
@@ -219,14 +219,17 @@ impl Stream {
             match end {
                 End::Cancelled | End::Credentials(_) => break,
                 End::Handover(s) => {
-                    tracing::info!("stream: server shutting down; switched to a new connection");
+                    tracing::info!(
+                        event = "stream_handover",
+                        "stream: server shutting down; switched to a new connection"
+                    );
                     next = Some(s);
                 }
                 End::Reconnect(reason) => {
                     if started.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_millis(250);
                     }
-                    tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis() as u64, "stream: disconnected, reconnecting");
+                    tracing::warn!(event = "stream_disconnected", reason = %reason, retry_in_ms = backoff.as_millis() as u64, "stream: disconnected, reconnecting");
                     let _ = self
                         .cache
                         .apply(
@@ -253,11 +256,11 @@ impl Stream {
                 .key_call(Method::DELETE, "/fapi/v1/listenKey", &[("listenKey", key)])
                 .await
             {
-                Ok(_) => tracing::info!("stream: listenKey deleted"),
+                Ok(_) => tracing::info!(event = "listen_key_deleted", "stream: listenKey deleted"),
                 Err(e) => tracing::warn!(error = %e, "stream: could not delete the listenKey"),
             }
         }
-        tracing::info!("stream stopped");
+        tracing::info!(event = "stream_stopped", "stream stopped");
         match fatal {
             Some(e) => Err(e),
             None => Ok(()),
@@ -290,6 +293,7 @@ impl Stream {
             .apply_and_wait(snap.as_of, Update::Snapshot(snap))
             .await?;
         tracing::info!(
+            event = "snapshot_applied",
             balances = counts.0,
             positions = counts.1,
             orders = counts.2,
@@ -429,7 +433,7 @@ impl Stream {
                     };
                     if !initial && n > 0 {
                         metrics::counter!("acctstate_resync_corrections_total").increment(n as u64);
-                        tracing::warn!(corrections = n, "reconciliation corrected the cache");
+                        tracing::warn!(event = "resync_corrections", corrections = n, "reconciliation corrected the cache");
                     }
                     if let Some(buffered) = buffer.take() {
                         // The gap is covered (a handover after serverShutdown has none, but the
@@ -483,7 +487,7 @@ impl Stream {
             Err(e) => {
                 metrics::counter!("acctstate_parse_errors_total").increment(1);
                 let excerpt: String = text.chars().take(200).collect();
-                tracing::warn!(error = %e, excerpt = %excerpt, "stream: malformed frame skipped");
+                tracing::warn!(event = "frame_malformed", error = %e, excerpt = %excerpt, "stream: malformed frame skipped");
                 return Ok(Vec::new());
             }
         };
@@ -546,7 +550,10 @@ async fn open(rest: &RestClient, cfg: &StreamConfig) -> Result<Session, OpenErro
         Market::Spot => {
             let mut ws = connect(cfg, &cfg.ws_url).await?;
             subscribe(rest, &mut ws).await?;
-            tracing::info!("stream: connected and subscribed (spot WebSocket API)");
+            tracing::info!(
+                event = "stream_connected",
+                "stream: connected and subscribed (spot WebSocket API)"
+            );
             Ok(Session {
                 ws,
                 listen_key: None,
@@ -559,7 +566,10 @@ async fn open(rest: &RestClient, cfg: &StreamConfig) -> Result<Session, OpenErro
             let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
             let url = format!("{}/private/ws/{key}", cfg.ws_url);
             let ws = connect(cfg, &url).await?;
-            tracing::info!("stream: connected (usdm listenKey stream)");
+            tracing::info!(
+                event = "stream_connected",
+                "stream: connected (usdm listenKey stream)"
+            );
             Ok(Session {
                 ws,
                 listen_key: Some(key),

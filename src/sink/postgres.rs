@@ -90,6 +90,7 @@ impl Pending {
             *dropped += batch.len() as u64;
             metrics::counter!("acctstate_pg_history_dropped_total").increment(batch.len() as u64);
             tracing::error!(
+                event = "postgres_history_full",
                 pending = self.history_len,
                 limit = history_limit,
                 dropped_total = *dropped,
@@ -153,6 +154,7 @@ pub async fn run(
                 metrics::gauge!("acctstate_postgres_up").set(1.0);
                 if let Some(since) = down_since.take() {
                     tracing::info!(
+                        event = "postgres_up",
                         outage_secs = since.elapsed().as_secs_f64(),
                         written = pending.history_len,
                         "postgres up: caught up"
@@ -168,7 +170,7 @@ pub async fn run(
                 metrics::gauge!("acctstate_postgres_up").set(0.0);
                 if down_since.is_none() {
                     down_since = Some(Instant::now());
-                    tracing::error!(error = %format!("{e:#}"), pending = pending.depth(), "postgres down: write failed, keeping changes and retrying");
+                    tracing::error!(event = "postgres_down", error = %format!("{e:#}"), pending = pending.depth(), "postgres down: write failed, keeping changes and retrying");
                 } else {
                     tracing::debug!(error = %format!("{e:#}"), pending = pending.depth(), "postgres write retry failed");
                 }
@@ -190,7 +192,10 @@ pub async fn run(
             }
         }
     }
-    tracing::info!("postgres writer stopped: every queued change is written");
+    tracing::info!(
+        event = "postgres_stopped",
+        "postgres writer stopped: every queued change is written"
+    );
 }
 
 fn ts(ms: i64) -> DateTime<Utc> {

@@ -174,7 +174,7 @@ pub async fn run(
             let first = first.clone();
             async move {
                 if !first.swap(false, Ordering::SeqCst) {
-                    tracing::info!(server = %server, "redis reconnected");
+                    tracing::info!(event = "redis_reconnected", server = %server, "redis reconnected");
                     flag.store(true, Ordering::SeqCst);
                 }
                 Ok(())
@@ -211,6 +211,7 @@ pub async fn run(
                     Ok(view) => match resync(&client, &keys, &view).await {
                         Ok(()) => {
                             tracing::info!(
+                                event = "redis_up",
                                 seq = view.seq,
                                 balances = view.balances.len(),
                                 positions = view.positions.len(),
@@ -261,7 +262,7 @@ pub async fn run(
                     metrics::counter!("acctstate_redis_dropped_total")
                         .increment(chunk.len() as u64);
                     if up || !needs_resync {
-                        tracing::error!(error = %format!("{e:#}"), "redis down: publish failed; will resync when it is back");
+                        tracing::error!(event = "redis_down", error = %format!("{e:#}"), "redis down: publish failed; will resync when it is back");
                     }
                     set_up(&mut up, false);
                     needs_resync = true;
@@ -271,7 +272,7 @@ pub async fn run(
         }
     }
     let _ = client.quit().await;
-    tracing::info!("redis publisher stopped");
+    tracing::info!(event = "redis_stopped", "redis publisher stopped");
 }
 
 fn set_up(up: &mut bool, now: bool) {

@@ -12,6 +12,8 @@ WORKDIR /build
 
 # Dependencies first, against stub sources, so this layer is reused until Cargo.lock changes.
 COPY Cargo.toml Cargo.lock ./
+# Cargo.toml names the bench targets, so their files must exist for the manifest to load.
+COPY benches ./benches
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

@@ -279,3 +279,26 @@ fn set_up(up: &mut bool, now: bool) {
     *up = now;
     metrics::gauge!("acctstate_redis_up").set(if now { 1.0 } else { 0.0 });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rediss://` goes through rustls with the one crypto provider: a TLS handshake against a
+    /// peer that is not TLS fails with an error, never a provider panic.
+    #[tokio::test]
+    async fn rediss_uses_rustls_without_panicking() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                drop(sock);
+            }
+        });
+        let client = client(&format!("rediss://{addr}")).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), client.init()).await;
+        assert!(matches!(result, Ok(Err(_))), "a non-TLS peer must fail the handshake");
+        let _ = client.quit().await;
+    }
+}

@@ -300,6 +300,11 @@ impl Sim {
         self.inner().lock().subscriber_count()
     }
 
+    /// How many WebSocket connections were ever accepted.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner().lock().connections_opened()
+    }
+
     /// One random trading action; returns how many events it produced (whether or not anybody
     /// was listening).
     pub async fn step(&self) -> usize {

@@ -139,6 +139,10 @@ impl Core {
         n
     }
 
+    pub fn connections_opened(&self) -> u64 {
+        self.next_conn - 1
+    }
+
     fn register(&mut self, tx: mpsc::UnboundedSender<Out>, key: Option<String>) -> u64 {
         let id = self.next_conn;
         self.next_conn += 1;

@@ -298,7 +298,10 @@ mod tests {
         });
         let client = client(&format!("rediss://{addr}")).unwrap();
         let result = tokio::time::timeout(Duration::from_secs(10), client.init()).await;
-        assert!(matches!(result, Ok(Err(_))), "a non-TLS peer must fail the handshake");
+        assert!(
+            matches!(result, Ok(Err(_))),
+            "a non-TLS peer must fail the handshake"
+        );
         let _ = client.quit().await;
     }
 }

@@ -7,4 +7,5 @@ mod common;
 mod exchange;
 mod fuzz;
 mod ops;
+mod paused;
 mod spine;

@@ -387,6 +387,22 @@ impl Stream {
                                         Err(e) => return End::Reconnect(format!("server shutdown; new connection failed: {e}")),
                                     }
                                 }
+                                Ctl::Resubscribe => {
+                                    tracing::warn!(event = "stream_resubscribing", "stream: subscription terminated (eventStreamTerminated); resubscribing");
+                                    self.note_gap();
+                                    if let Err(e) = subscribe(&self.rest, &mut s.ws).await {
+                                        return End::Reconnect(format!("resubscription failed: {e}"));
+                                    }
+                                    let _ = self.cache.apply(now_ms(), Update::Status { event: "resubscribed".into(), detail: Some("eventStreamTerminated".into()) }).await;
+                                    // What the subscription missed comes from a fresh resync.
+                                    if let Some(task) = snapshot_task.take() {
+                                        task.abort();
+                                    }
+                                    buffer = Some(buffer.take().unwrap_or_default());
+                                    snapshot_task = Some(self.spawn_snapshot(self.gap_since));
+                                    initial = true;
+                                    Vec::new()
+                                }
                                 Ctl::Reconnect(r) => return End::Reconnect(r),
                             },
                         },
@@ -512,9 +528,7 @@ impl Stream {
                 metrics::counter!("acctstate_events_total", "type" => event_type).increment(1);
                 Ok(Vec::new())
             }
-            Frame::StreamTerminated => Err(Ctl::Reconnect(
-                "subscription terminated (eventStreamTerminated); resubscribing".into(),
-            )),
+            Frame::StreamTerminated => Err(Ctl::Resubscribe),
             Frame::ListenKeyExpired => Err(Ctl::Reconnect("listenKey expired".into())),
             Frame::ServerShutdown => Err(Ctl::ServerShutdown),
             Frame::Response { status, error, .. } => {
@@ -657,6 +671,8 @@ pub async fn probe(rest: &RestClient, cfg: &StreamConfig) -> Result<(), String> 
 /// A control event that ends the connection.
 enum Ctl {
     ServerShutdown,
+    /// Spot `eventStreamTerminated`: subscribe again on the same connection, then resync.
+    Resubscribe,
     Reconnect(String),
 }
 

@@ -580,7 +580,7 @@ pub fn spot_account(body_text: &str) -> Result<(Millis, Vec<Balance>), ParseErro
     Ok((at, balances))
 }
 
-fn spot_rest_order(o: wire::SpotRestOrder) -> Result<Order, ParseError> {
+fn rest_order(o: wire::RestOrder) -> Result<Order, ParseError> {
     Ok(Order {
         status: order_status(&o.status)?,
         symbol: o.symbol,
@@ -599,15 +599,19 @@ fn spot_rest_order(o: wire::SpotRestOrder) -> Result<Order, ParseError> {
     })
 }
 
-/// `GET /api/v3/openOrders`.
+fn rest_orders(body_text: &str, what: &str) -> Result<Vec<Order>, ParseError> {
+    let w: Vec<wire::RestOrder> = body(body_text, what)?;
+    w.into_iter().map(rest_order).collect()
+}
+
+/// `GET /api/v3/openOrders` (and `allOrders`).
 pub fn spot_orders(body_text: &str) -> Result<Vec<Order>, ParseError> {
-    let w: Vec<wire::SpotRestOrder> = body(body_text, "GET /api/v3/openOrders")?;
-    w.into_iter().map(spot_rest_order).collect()
+    rest_orders(body_text, "GET /api/v3/openOrders")
 }
 
 /// `GET /api/v3/order`.
 pub fn spot_order(body_text: &str) -> Result<Order, ParseError> {
-    spot_rest_order(body(body_text, "GET /api/v3/order")?)
+    rest_order(body(body_text, "GET /api/v3/order")?)
 }
 
 /// `GET /api/v3/myTrades`: side = BUY if `isBuyer` else SELL; no realized PnL on Spot.
@@ -671,34 +675,14 @@ pub fn usdm_positions(body_text: &str) -> Result<Vec<Position>, ParseError> {
         .collect())
 }
 
-fn usdm_rest_order(o: wire::UsdmRestOrder) -> Result<Order, ParseError> {
-    Ok(Order {
-        status: order_status(&o.status)?,
-        symbol: o.symbol,
-        order_id: o.order_id,
-        client_order_id: o.client_order_id,
-        side: o.side,
-        order_type: o.order_type,
-        time_in_force: o.time_in_force,
-        price: o.price,
-        stop_price: o.stop_price.unwrap_or(Decimal::ZERO),
-        orig_qty: o.orig_qty,
-        executed_qty: o.executed_qty,
-        cum_quote_qty: o.cum_quote,
-        created_at: o.time,
-        updated_at: o.update_time,
-    })
-}
-
-/// `GET /fapi/v1/openOrders`.
+/// `GET /fapi/v1/openOrders` (and `allOrders`).
 pub fn usdm_orders(body_text: &str) -> Result<Vec<Order>, ParseError> {
-    let w: Vec<wire::UsdmRestOrder> = body(body_text, "GET /fapi/v1/openOrders")?;
-    w.into_iter().map(usdm_rest_order).collect()
+    rest_orders(body_text, "GET /fapi/v1/openOrders")
 }
 
 /// `GET /fapi/v1/order`.
 pub fn usdm_order(body_text: &str) -> Result<Order, ParseError> {
-    usdm_rest_order(body(body_text, "GET /fapi/v1/order")?)
+    rest_order(body(body_text, "GET /fapi/v1/order")?)
 }
 
 /// `GET /fapi/v1/openAlgoOrders`: order id = `Order::algo_order_id(algoId)` (negative).

@@ -717,14 +717,14 @@ pub(crate) struct SpotRestBalance {
     pub(crate) locked: Decimal,
 }
 
-/// Spot `GET /api/v3/openOrders` element and `GET /api/v3/order`.
+/// A REST order: Spot `GET /api/v3/openOrders` / `order` / `allOrders` elements and USD-M
+/// `GET /fapi/v1/openOrders` / `order` / `allOrders` elements (the same shape but for the
+/// cumulative quote's name and each market's extra fields).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct SpotRestOrder {
+pub(crate) struct RestOrder {
     pub(crate) symbol: String,
     pub(crate) order_id: i64,
-    #[serde(default)]
-    pub(crate) order_list_id: Option<i64>,
     pub(crate) client_order_id: String,
     #[serde(with = "dec")]
     pub(crate) price: Decimal,
@@ -732,8 +732,8 @@ pub(crate) struct SpotRestOrder {
     pub(crate) orig_qty: Decimal,
     #[serde(with = "dec")]
     pub(crate) executed_qty: Decimal,
-    /// Binance's spelling.
-    #[serde(rename = "cummulativeQuoteQty", with = "dec")]
+    /// Spot's spelling `cummulativeQuoteQty`; USD-M's `cumQuote`.
+    #[serde(rename = "cummulativeQuoteQty", alias = "cumQuote", with = "dec")]
     pub(crate) cumulative_quote_qty: Decimal,
     pub(crate) status: String,
     pub(crate) time_in_force: String,
@@ -742,19 +742,45 @@ pub(crate) struct SpotRestOrder {
     pub(crate) side: String,
     #[serde(default, with = "dec_opt")]
     pub(crate) stop_price: Option<Decimal>,
-    #[serde(default, with = "dec_opt")]
-    pub(crate) iceberg_qty: Option<Decimal>,
     /// Creation time.
     pub(crate) time: i64,
     pub(crate) update_time: i64,
+    #[serde(default)]
+    pub(crate) self_trade_prevention_mode: Option<String>,
+    // Spot only.
+    #[serde(default)]
+    pub(crate) order_list_id: Option<i64>,
+    #[serde(default, with = "dec_opt")]
+    pub(crate) iceberg_qty: Option<Decimal>,
     #[serde(default)]
     pub(crate) is_working: Option<bool>,
     #[serde(default)]
     pub(crate) working_time: Option<i64>,
     #[serde(default, with = "dec_opt")]
     pub(crate) orig_quote_order_qty: Option<Decimal>,
+    // USD-M only.
+    #[serde(default, with = "dec_opt")]
+    pub(crate) avg_price: Option<Decimal>,
     #[serde(default)]
-    pub(crate) self_trade_prevention_mode: Option<String>,
+    pub(crate) orig_type: Option<String>,
+    #[serde(default)]
+    pub(crate) position_side: Option<String>,
+    #[serde(default)]
+    pub(crate) reduce_only: Option<bool>,
+    #[serde(default)]
+    pub(crate) close_position: Option<bool>,
+    #[serde(default, with = "dec_opt")]
+    pub(crate) activate_price: Option<Decimal>,
+    #[serde(default, with = "dec_opt")]
+    pub(crate) price_rate: Option<Decimal>,
+    #[serde(default)]
+    pub(crate) working_type: Option<String>,
+    #[serde(default)]
+    pub(crate) price_protect: Option<bool>,
+    #[serde(default)]
+    pub(crate) price_match: Option<String>,
+    #[serde(default)]
+    pub(crate) good_till_date: Option<i64>,
 }
 
 /// Spot `GET /api/v3/myTrades` element.
@@ -902,57 +928,6 @@ pub(crate) struct UsdmPositionRisk {
     pub(crate) bid_notional: Option<Decimal>,
     #[serde(default, with = "dec_opt")]
     pub(crate) ask_notional: Option<Decimal>,
-    pub(crate) update_time: i64,
-}
-
-/// USD-M `GET /fapi/v1/openOrders` element and `GET /fapi/v1/order`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct UsdmRestOrder {
-    pub(crate) symbol: String,
-    pub(crate) order_id: i64,
-    pub(crate) client_order_id: String,
-    pub(crate) side: String,
-    #[serde(rename = "type")]
-    pub(crate) order_type: String,
-    pub(crate) time_in_force: String,
-    pub(crate) status: String,
-    #[serde(with = "dec")]
-    pub(crate) price: Decimal,
-    #[serde(default, with = "dec_opt")]
-    pub(crate) stop_price: Option<Decimal>,
-    #[serde(with = "dec")]
-    pub(crate) orig_qty: Decimal,
-    #[serde(with = "dec")]
-    pub(crate) executed_qty: Decimal,
-    #[serde(with = "dec")]
-    pub(crate) cum_quote: Decimal,
-    #[serde(default, with = "dec_opt")]
-    pub(crate) avg_price: Option<Decimal>,
-    #[serde(default)]
-    pub(crate) orig_type: Option<String>,
-    #[serde(default)]
-    pub(crate) position_side: Option<String>,
-    #[serde(default)]
-    pub(crate) reduce_only: Option<bool>,
-    #[serde(default)]
-    pub(crate) close_position: Option<bool>,
-    #[serde(default, with = "dec_opt")]
-    pub(crate) activate_price: Option<Decimal>,
-    #[serde(default, with = "dec_opt")]
-    pub(crate) price_rate: Option<Decimal>,
-    #[serde(default)]
-    pub(crate) working_type: Option<String>,
-    #[serde(default)]
-    pub(crate) price_protect: Option<bool>,
-    #[serde(default)]
-    pub(crate) price_match: Option<String>,
-    #[serde(default)]
-    pub(crate) self_trade_prevention_mode: Option<String>,
-    #[serde(default)]
-    pub(crate) good_till_date: Option<i64>,
-    /// Creation time.
-    pub(crate) time: i64,
     pub(crate) update_time: i64,
 }
 

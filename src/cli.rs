@@ -24,9 +24,9 @@ pub enum Command {
     Run,
     /// The simulated exchange on loopback and the daemon against it; no credentials needed.
     Demo {
-        /// Market to simulate.
+        /// Market to simulate: `spot` or `usdm`.
         #[arg(long, default_value = "spot")]
-        market: String,
+        market: crate::sim::SimMarket,
         /// Trading events per second the simulated exchange produces.
         #[arg(long, default_value_t = 20)]
         rate: u32,
@@ -38,7 +38,7 @@ pub enum Command {
     Sim {
         /// `spot` or `usdm`.
         #[arg(long, default_value = "spot")]
-        market: String,
+        market: crate::sim::SimMarket,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: std::net::SocketAddr,
@@ -153,9 +153,6 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             rate,
             events,
         } => {
-            let market: crate::sim::SimMarket = market
-                .parse()
-                .map_err(|e| ConfigError::new("--market", format!("{e}")))?;
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
             crate::demo::run(settings, market, rate, events, cancel).await?;
@@ -167,9 +164,6 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             rate,
             seed,
         } => {
-            let market: crate::sim::SimMarket = market
-                .parse()
-                .map_err(|e| ConfigError::new("--market", format!("{e}")))?;
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
             let mut cfg = crate::sim::SimConfig::new(market);

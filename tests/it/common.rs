@@ -228,7 +228,12 @@ impl Subscriber {
     /// Connects to `redis_url()` and PSUBSCRIBEs; messages published after this returns are
     /// all collected (the receiving buffer holds 100,000 messages).
     pub async fn start(prefix: &str, account: &str) -> Subscriber {
-        let config = Config::from_url(&redis_url()).expect("redis URL");
+        Subscriber::start_at(&redis_url(), prefix, account).await
+    }
+
+    /// `start` on the Redis at `url`.
+    pub async fn start_at(url: &str, prefix: &str, account: &str) -> Subscriber {
+        let config = Config::from_url(url).expect("redis URL");
         let client = Builder::from_config(config)
             .with_performance_config(|p| p.broadcast_channel_capacity = 100_000)
             .build_subscriber_client()
@@ -284,12 +289,12 @@ impl Subscriber {
 
 /// A plain connected Redis client on `redis_url()`.
 pub async fn redis_client() -> Client {
-    let client = Client::new(
-        Config::from_url(&redis_url()).expect("redis URL"),
-        None,
-        None,
-        None,
-    );
+    redis_client_at(&redis_url()).await
+}
+
+/// A plain connected Redis client on `url`.
+pub async fn redis_client_at(url: &str) -> Client {
+    let client = Client::new(Config::from_url(url).expect("redis URL"), None, None, None);
     client.init().await.expect("redis connects");
     client
 }
@@ -644,7 +649,12 @@ impl RedisState {
 
 /// Deletes the state keys of one account (best effort, tests only).
 pub async fn redis_cleanup(prefix: &str, account: &str) {
-    let client = redis_client().await;
+    redis_cleanup_at(&redis_url(), prefix, account).await
+}
+
+/// `redis_cleanup` on the Redis at `url`.
+pub async fn redis_cleanup_at(url: &str, prefix: &str, account: &str) {
+    let client = redis_client_at(url).await;
     let p = format!("{prefix}:{account}");
     let _: Result<(), _> = client
         .del(vec![
@@ -1323,6 +1333,9 @@ pub struct Observed<'a> {
     /// Windows (exchange ms) in which no daemon ran at all (between a stop and a restart),
     /// besides the stream gaps the journal's status rows show.
     pub downtime: &'a [(i64, i64)],
+    /// Keys (`SYMBOL:ORDERID`) of orders the test itself sent as raw frames: the sim does not
+    /// know them, the orders table may.
+    pub injected_orders: &'a [String],
 }
 
 /// `/v1/account` as the daemon serves it.
@@ -1620,9 +1633,59 @@ pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> 
             }
         }
     }
-    if let Some(k) = pg.keys().find(|k| !st.orders.contains_key(*k)) {
+    if let Some(k) = pg
+        .keys()
+        .find(|k| !st.orders.contains_key(*k) && !d.injected_orders.contains(k))
+    {
         return Err(format!("orders table: {k} is not a sim order"));
     }
+
+    // Postgres current state: the balances, positions and open orders rows equal the cache's
+    // (zero balances and flat positions count as absent on both sides).
+    let pg = PgState::read(d.pool, d.account).await;
+    let balance_set = |b: &Balance| {
+        !(b.free.is_zero()
+            && b.locked.is_zero()
+            && b.wallet_balance.unwrap_or_default().is_zero()
+            && b.cross_wallet_balance.unwrap_or_default().is_zero())
+    };
+    let got: BTreeMap<String, Balance> = pg
+        .balances
+        .values()
+        .map(|(b, _)| (b.asset.clone(), b.clone()))
+        .filter(|(_, b)| balance_set(b))
+        .collect();
+    let want: BTreeMap<String, Balance> = view
+        .balances
+        .clone()
+        .into_iter()
+        .filter(|(_, b)| balance_set(b))
+        .collect();
+    diff("balances table vs cache", &got, &want)?;
+    let got: BTreeMap<String, Position> = pg
+        .positions
+        .iter()
+        .filter(|(_, (p, _))| !p.amount.is_zero())
+        .map(|(k, (p, _))| (k.clone(), p.clone()))
+        .collect();
+    let want: BTreeMap<String, Position> = view
+        .positions
+        .clone()
+        .into_iter()
+        .filter(|(_, p)| !p.amount.is_zero())
+        .collect();
+    diff("positions table vs cache", &got, &want)?;
+    let got: BTreeMap<String, Order> = pg
+        .orders
+        .iter()
+        .filter(|(_, (o, _))| !o.status.is_final())
+        .map(|(k, (o, _))| (k.clone(), o.clone()))
+        .collect();
+    diff(
+        "open orders in the orders table vs cache",
+        &got,
+        &view.open_orders,
+    )?;
 
     // Redis: the state hashes and seq equal the cache's view.
     let redis = RedisState::read(d.redis, d.prefix, d.account).await;
@@ -1643,4 +1706,171 @@ pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> 
         );
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private Postgres and Redis servers, for tests that stop them.
+
+/// A TCP port on 127.0.0.1 nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cmd` to completion (off the runtime's threads) and panics with its output unless it
+/// succeeds.
+async fn run_ok(cmd: &mut Command) {
+    let mut cmd = tokio::process::Command::from(std::mem::replace(cmd, Command::new("true")));
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Postgres server of its own (`initdb` + `pg_ctl` in a temporary directory, on a free port,
+/// as the `postgres` user since Postgres refuses root), so a test can stop it without disturbing
+/// the others. Stopped on drop.
+pub struct PrivatePg {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PrivatePg {
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Command {
+        let data = self.data();
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--", "/usr/local/bin/pg_ctl", "-D", &data]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `initdb` (trust, superuser `postgres`) and start.
+    pub async fn start() -> PrivatePg {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pg = PrivatePg {
+            dir,
+            port: free_port(),
+        };
+        let data = pg.data();
+        std::fs::create_dir(&data).unwrap();
+        run_ok(Command::new("chown").args(["postgres:postgres", &data])).await;
+        run_ok(Command::new("runuser").args([
+            "-u",
+            "postgres",
+            "--",
+            "/usr/local/bin/initdb",
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]))
+        .await;
+        pg.start_again().await;
+        pg
+    }
+
+    /// Starts the server (again) on its port; returns once it accepts connections.
+    pub async fn start_again(&self) {
+        let data = self.data();
+        let opts = format!("-p {} -k {data}", self.port);
+        let log = format!("{data}/log");
+        run_ok(&mut self.pg_ctl(&["-o", &opts, "-l", &log, "-w", "start"])).await;
+    }
+
+    /// Stops the server (`-m fast`: connections are cut at once).
+    pub async fn stop(&self) {
+        run_ok(&mut self.pg_ctl(&["-m", "fast", "-w", "stop"])).await;
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+/// A Redis server of its own (`redis-server` as a child, no persistence, on a free port), so a
+/// test can kill and restart it. Killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let mut r = PrivateRedis {
+            port: free_port(),
+            child: None,
+        };
+        r.start_again().await;
+        r
+    }
+
+    /// Starts the server (again) on its port; returns once it answers PING.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually(WAIT, "the private Redis answers", || async {
+            let Ok(config) = Config::from_url(&url) else {
+                return false;
+            };
+            let client = Client::new(config, None, None, None);
+            let ok = client.init().await.is_ok() && client.ping::<String>(None).await.is_ok();
+            let _ = client.quit().await;
+            ok
+        })
+        .await;
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -123,12 +123,6 @@ async fn wait_status(url: &str, status: u16, what: &str) -> String {
     }
 }
 
-/// A TCP port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Every stdout line is one JSON object with the contract's fields, and none holds a secret.
 fn assert_json_logs(lines: &[String], secrets: &[&str]) {
     assert!(!lines.is_empty(), "no log lines at all");
@@ -598,7 +592,7 @@ async fn check_passes_and_fails_with_hints() {
     assert!(table.stdout.contains("all required checks passed"));
     no_secret(&table);
 
-    let closed = closed_port();
+    let closed = free_port();
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "postgres",

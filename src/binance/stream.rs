@@ -499,7 +499,7 @@ impl Stream {
             }
             Frame::Unknown { event_type } => {
                 metrics::counter!("acctstate_unknown_events_total").increment(1);
-                tracing::debug!(event_type = %event_type, "stream: unknown event type skipped");
+                tracing::warn!(event_type = %event_type, "stream: unknown event type skipped");
                 Ok(Vec::new())
             }
         }

@@ -512,3 +512,101 @@ async fn silent_changes_then_dropped_connections() {
     trader.abort();
     b.finish(d, 300, &[]).await;
 }
+
+// --------------------------------------------------------------------------------- bad input
+
+/// A 16 MiB text frame with the default `max_frame_bytes` (1 MiB): refused, counted, logged,
+/// the connection recycled, and trading after it converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_frame_is_refused_and_the_connection_recycled() {
+    let mut b = Bounce::new(SimMarket::Spot, None, None).await;
+    let d = b.start().await;
+    let trader = b.trade(usize::MAX);
+    b.delivered(3_000).await;
+    let before = b.reconnects(&d).await;
+    b.sim
+        .send_raw_text(format!(r#"{{"pad":"{}"}}"#, "x".repeat(16 << 20)));
+    b.reconnected(&d, before).await;
+    b.delivered(MIN_EVENTS + 1_000).await;
+    trader.abort();
+    assert!(metric(&d, "acctstate_oversized_frames_total").await >= 1.0);
+    assert!(
+        d.logs().iter().any(|l| l["level"] == "WARN"
+            && l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("read error"))),
+        "no WARN line for the oversized frame"
+    );
+    b.finish(d, 300, &[]).await;
+}
+
+/// Hostile frames mid-burst (deep nesting, out-of-range numbers, absurd quantities, a non-UTF-8
+/// binary frame, an unknown event type, an order for a symbol never seen): each survived,
+/// counted, logged; the unknown symbol's order is recorded; later good events are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_hostile_frames_are_survived_counted_and_logged() {
+    let mut b = Bounce::new(SimMarket::Spot, None, None).await;
+    let d = b.start().await;
+    let trader = b.trade(usize::MAX);
+    b.delivered(3_000).await;
+    let now = now_ms();
+    let wrap = |event: String| format!(r#"{{"subscriptionId":0,"event":{event}}}"#);
+    let bad = [
+        "[".repeat(100_000),
+        wrap(format!(
+            r#"{{"e":"outboundAccountPosition","E":1e400,"u":{now},"B":[{{"a":"USDT","f":"1","l":"0"}}]}}"#
+        )),
+        wrap(format!(
+            r#"{{"e":"outboundAccountPosition","E":{now},"u":{now},"B":[{{"a":"BADNEG","f":"-1","l":"0"}}]}}"#
+        )),
+        wrap(format!(
+            r#"{{"e":"executionReport","E":{now},"s":"BTCUSDT","c":"x","S":"BUY","o":"LIMIT","f":"GTC","q":"1","p":"1","P":"0","x":"NEW","X":"NEW","i":99999999999999999999,"l":"0","z":"0","L":"0","n":"0","N":null,"T":{now},"t":-1,"w":true,"m":false,"O":{now},"Z":"0","Y":"0"}}"#
+        )),
+        wrap(format!(
+            r#"{{"e":"executionReport","E":{now},"s":"BTCUSDT","c":"x","S":"BUY","o":"LIMIT","f":"GTC","q":"1","p":"1","P":"0","x":"NEW","X":"NEW","i":77,"l":"0","z":"99999999999999999999999999999999","L":"0","n":"0","N":null,"T":{now},"t":-1,"w":true,"m":false,"O":{now},"Z":"0","Y":"0"}}"#
+        )),
+        wrap(format!(r#"{{"e":"somethingNew","E":{now}}}"#)),
+    ];
+    let parse_errors = metric(&d, "acctstate_parse_errors_total").await;
+    let unknown = metric(&d, "acctstate_unknown_events_total").await;
+    for frame in bad {
+        b.sim.send_raw_text(frame);
+    }
+    b.sim
+        .send_raw_binary(vec![0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28]);
+    // An executionReport for a symbol never seen: recorded, not a crash.
+    let unknown_symbol = wrap(format!(
+        r#"{{"e":"executionReport","E":{now},"s":"ZZZUSDT","c":"z1","S":"BUY","o":"LIMIT","f":"GTC","q":"1","p":"1","P":"0","x":"CANCELED","X":"CANCELED","i":4242,"l":"0","z":"0","L":"0","n":"0","N":null,"T":{now},"t":-1,"w":false,"m":false,"O":{now},"Z":"0","Y":"0"}}"#
+    ));
+    b.sim.send_raw_text(unknown_symbol);
+    b.delivered(MIN_EVENTS + 1_000).await;
+    trader.abort();
+    eventually(WAIT, "the hostile frames counted", || async {
+        metric(&d, "acctstate_parse_errors_total").await >= parse_errors + 5.0
+            && metric(&d, "acctstate_unknown_events_total").await > unknown
+    })
+    .await;
+    let warns = d
+        .logs()
+        .iter()
+        .filter(|l| {
+            l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("skipped"))
+        })
+        .count();
+    assert!(warns >= 6, "{warns} WARN lines for 6 skipped frames");
+    assert_eq!(b.reconnects(&d).await, 0, "bad frames are skipped in place");
+    let injected = ["ZZZUSDT:4242".to_owned()];
+    eventually(WAIT, "the unknown symbol's order recorded", || async {
+        PgState::read(&b.pool, &b.account)
+            .await
+            .orders
+            .contains_key(&injected[0])
+    })
+    .await;
+    let a = account_json(&b.client, d.http.unwrap()).await.unwrap();
+    assert!(
+        !a.balances.contains_key("BADNEG"),
+        "a negative balance was applied"
+    );
+    b.finish(d, 300, &injected).await;
+}

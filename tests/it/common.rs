@@ -1430,14 +1430,16 @@ pub async fn assert_converged(sim: &Sim, d: &Observed<'_>) {
 }
 
 /// Windows (exchange ms) in which the daemon had no stream: from each `disconnected` status row
-/// (less 1 s: the frames in flight when the connection broke) to the next `connected` one.
+/// (less 1 s: the frames in flight when the connection broke) to the next `resynced` one. A
+/// connection that drops before its snapshot is applied loses the events it buffered, so the gap
+/// lasts until a resync completes, not until a connection opens.
 async fn gap_windows(d: &Observed<'_>) -> Vec<(i64, i64)> {
     let mut out = d.downtime.to_vec();
     let mut start = None;
     for (event, _, t) in status_rows(d.pool, d.account).await {
         match event.as_str() {
             "disconnected" if start.is_none() => start = Some(t - 1000),
-            "connected" => {
+            "resynced" => {
                 if let Some(s) = start.take() {
                     out.push((s, t + 5));
                 }

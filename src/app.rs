@@ -63,7 +63,13 @@ impl Core {
             None => None,
         };
         let first_seq = seq_floor(last, chrono::Utc::now().timestamp_micros());
-        let state = AccountState::new(account_id.clone(), settings.market(), first_seq);
+        let mut state = AccountState::new(account_id.clone(), settings.market(), first_seq);
+        if let Some(pool) = &pg {
+            // Orders an earlier run left open: the first snapshot closes those that ended since.
+            let open = sink::postgres::open_orders(pool, &account_id).await;
+            tracing::info!(orders = open.len(), "open orders restored from postgres");
+            state.restore_open_orders(open);
+        }
 
         let mut senders = Vec::new();
         let pg_rx = pg.as_ref().map(|_| {

@@ -79,6 +79,7 @@ pub struct BinanceSettings {
     pub keepalive_secs: u64,
     pub max_frame_bytes: usize,
     pub rest_timeout_secs: u64,
+    pub reconnect_max_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +272,12 @@ impl Settings {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
+        }
+        if self.binance.reconnect_max_backoff_ms < 250 {
+            return Err(ConfigError::new(
+                "binance.reconnect_max_backoff_ms",
+                "must be at least 250",
+            ));
         }
         if self.binance.max_frame_bytes < 1024 {
             return Err(ConfigError::new(

@@ -156,6 +156,15 @@ impl AccountState {
         self.drops
     }
 
+    /// Takes as open, without making a change, the orders Postgres held open when this run
+    /// started (final ones are ignored): the first snapshot then resolves those the exchange no
+    /// longer lists, as it does for orders that vanished during a disconnect.
+    pub fn restore_open_orders(&mut self, orders: Vec<Order>) {
+        for o in orders.into_iter().filter(|o| !o.status.is_final()) {
+            self.open_orders.insert(o.key(), o);
+        }
+    }
+
     pub fn open_order_count(&self) -> usize {
         self.open_orders.len()
     }

@@ -229,6 +229,14 @@ fn spot_event(name: &str, obj: &str) -> Result<Frame, ParseError> {
         ev::OUTBOUND_ACCOUNT_POSITION => {
             let w: wire::OutboundAccountPosition = event(obj, ev::OUTBOUND_ACCOUNT_POSITION)?;
             let at = w.last_update;
+            // A spot balance is never negative: such a frame is malformed, not a state.
+            if let Some(b) = w
+                .balances
+                .iter()
+                .find(|b| b.free.is_sign_negative() || b.locked.is_sign_negative())
+            {
+                return Err(malformed(format!("balance of {}: negative", b.asset)));
+            }
             let patches = w
                 .balances
                 .into_iter()

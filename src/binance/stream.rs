@@ -66,6 +66,8 @@ pub struct StreamConfig {
     pub rotate_after: Duration,
     pub keepalive_every: Duration,
     pub reconcile_every: Option<Duration>,
+    /// Cap of the exponential reconnect backoff.
+    pub max_backoff: Duration,
 }
 
 impl StreamConfig {
@@ -80,6 +82,7 @@ impl StreamConfig {
             keepalive_every: Duration::from_secs(b.keepalive_secs),
             reconcile_every: (b.reconcile_interval_secs > 0)
                 .then(|| Duration::from_secs(b.reconcile_interval_secs)),
+            max_backoff: Duration::from_millis(b.reconnect_max_backoff_ms),
         }
     }
 }
@@ -196,7 +199,7 @@ impl Stream {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(jitter(backoff)) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(self.cfg.max_backoff);
                     continue;
                 }
             };
@@ -246,7 +249,7 @@ impl Stream {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(jitter(backoff)) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
             }
         }
@@ -539,7 +542,7 @@ impl Stream {
             }
             Frame::Unknown { event_type } => {
                 metrics::counter!("acctstate_unknown_events_total").increment(1);
-                tracing::debug!(event_type = %event_type, "stream: unknown event type skipped");
+                tracing::warn!(event_type = %event_type, "stream: unknown event type skipped");
                 Ok(Vec::new())
             }
         }

@@ -38,6 +38,53 @@ pub fn lazy_pool(settings: &PostgresSettings) -> anyhow::Result<PgPool> {
 }
 
 /// The highest seq Postgres holds for the account, if it answers quickly.
+/// The orders Postgres holds as open for the account (empty, with a warning, if it does not
+/// answer): what an earlier run left open.
+pub async fn open_orders(pool: &PgPool, account_id: &str) -> Vec<crate::account::Order> {
+    use sqlx::Row;
+    let q = sqlx::query(
+        "SELECT symbol, order_id, client_order_id, side, order_type, time_in_force, status,
+                price, stop_price, orig_qty, executed_qty, cum_quote_qty, created_at, updated_at
+         FROM orders WHERE account_id = $1
+           AND status NOT IN ('FILLED', 'CANCELED', 'EXPIRED', 'EXPIRED_IN_MATCH', 'REJECTED')",
+    )
+    .bind(account_id)
+    .fetch_all(pool);
+    let rows = match tokio::time::timeout(Duration::from_secs(5), q).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read the open orders from Postgres");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::warn!("Postgres did not answer for the open orders");
+            return Vec::new();
+        }
+    };
+    let ms = |t: DateTime<Utc>| t.timestamp_millis();
+    rows.into_iter()
+        .filter_map(|r| {
+            let status: String = r.get("status");
+            Some(crate::account::Order {
+                symbol: r.get("symbol"),
+                order_id: r.get("order_id"),
+                client_order_id: r.get("client_order_id"),
+                side: r.get("side"),
+                order_type: r.get("order_type"),
+                time_in_force: r.get("time_in_force"),
+                status: serde_json::from_value(serde_json::Value::String(status)).ok()?,
+                price: r.get("price"),
+                stop_price: r.get("stop_price"),
+                orig_qty: r.get("orig_qty"),
+                executed_qty: r.get("executed_qty"),
+                cum_quote_qty: r.get("cum_quote_qty"),
+                created_at: ms(r.get("created_at")),
+                updated_at: ms(r.get("updated_at")),
+            })
+        })
+        .collect()
+}
+
 pub async fn last_seq(pool: &PgPool, account_id: &str) -> Option<i64> {
     let q = sqlx::query_scalar::<_, Option<i64>>(
         "SELECT max(seq) FROM account_changes WHERE account_id = $1",

@@ -7,20 +7,25 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acctstate::account::{
-    AccountView, Balance, BalancePatch, Change, Entity, Fill, Order, OrderStatus, Position, Update,
+    AccountView, Balance, BalancePatch, Change, Entity, Fill, Market, Order, OrderStatus, Position,
+    Update,
 };
 use acctstate::config::Settings;
+use acctstate::sim::{Sim, SimMarket, SimState};
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use rust_decimal::Decimal;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -223,7 +228,12 @@ impl Subscriber {
     /// Connects to `redis_url()` and PSUBSCRIBEs; messages published after this returns are
     /// all collected (the receiving buffer holds 100,000 messages).
     pub async fn start(prefix: &str, account: &str) -> Subscriber {
-        let config = Config::from_url(&redis_url()).expect("redis URL");
+        Subscriber::start_at(&redis_url(), prefix, account).await
+    }
+
+    /// `start` on the Redis at `url`.
+    pub async fn start_at(url: &str, prefix: &str, account: &str) -> Subscriber {
+        let config = Config::from_url(url).expect("redis URL");
         let client = Builder::from_config(config)
             .with_performance_config(|p| p.broadcast_channel_capacity = 100_000)
             .build_subscriber_client()
@@ -279,12 +289,12 @@ impl Subscriber {
 
 /// A plain connected Redis client on `redis_url()`.
 pub async fn redis_client() -> Client {
-    let client = Client::new(
-        Config::from_url(&redis_url()).expect("redis URL"),
-        None,
-        None,
-        None,
-    );
+    redis_client_at(&redis_url()).await
+}
+
+/// A plain connected Redis client on `url`.
+pub async fn redis_client_at(url: &str) -> Client {
+    let client = Client::new(Config::from_url(url).expect("redis URL"), None, None, None);
     client.init().await.expect("redis connects");
     client
 }
@@ -639,7 +649,12 @@ impl RedisState {
 
 /// Deletes the state keys of one account (best effort, tests only).
 pub async fn redis_cleanup(prefix: &str, account: &str) {
-    let client = redis_client().await;
+    redis_cleanup_at(&redis_url(), prefix, account).await
+}
+
+/// `redis_cleanup` on the Redis at `url`.
+pub async fn redis_cleanup_at(url: &str, prefix: &str, account: &str) {
+    let client = redis_client_at(url).await;
     let p = format!("{prefix}:{account}");
     let _: Result<(), _> = client
         .del(vec![
@@ -881,4 +896,983 @@ pub async fn row_counts(pool: &PgPool, account: &str) -> [i64; 5] {
             .expect("count rows");
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon as its own process.
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_acctstate");
+/// Deadline of anything the daemon must do (start, become ready, catch up).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Inherited variables that would configure the child behind the test's back.
+pub fn is_inherited_config(var: &str) -> bool {
+    var.starts_with("ACCTSTATE__")
+        || var.starts_with("PG")
+        || var.starts_with("BINANCE_")
+        || matches!(
+            var,
+            "DATABASE_URL" | "REDIS_URL" | "PORT" | "RUST_LOG" | "CREDENTIALS_DIRECTORY"
+        )
+}
+
+/// `acctstate ARGS` with only the given configuration variables.
+pub fn command(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str()
+            && is_inherited_config(k)
+        {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Collects a pipe's lines on a thread.
+pub fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            match line {
+                Ok(l) => sink.lock().unwrap().push(l),
+                Err(_) => break,
+            }
+        }
+    });
+    lines
+}
+
+/// The daemon (or any long-running subcommand) as a child process; killed on drop.
+pub struct DaemonProcess {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub http: Option<SocketAddr>,
+    status: Option<ExitStatus>,
+}
+
+impl DaemonProcess {
+    /// Spawns `acctstate ARGS` configured by `vars` only.
+    pub fn spawn(args: &[&str], vars: &[(&str, &str)]) -> DaemonProcess {
+        let mut child = command(args, vars)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn acctstate");
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        DaemonProcess {
+            child,
+            stdout,
+            stderr,
+            http: None,
+            status: None,
+        }
+    }
+
+    /// Spawns `acctstate run` and waits for its HTTP address.
+    pub async fn run(vars: &[(&str, &str)]) -> DaemonProcess {
+        let mut d = DaemonProcess::spawn(&["run"], vars);
+        d.wait_http().await;
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The stdout lines parsed as JSON (unparsable ones skipped).
+    pub fn logs(&self) -> Vec<Value> {
+        self.stdout()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first log line whose message is `message`, if any.
+    pub fn log_line(&self, message: &str) -> Option<Value> {
+        self.logs().into_iter().find(|v| v["message"] == message)
+    }
+
+    /// Reads the log until `"message":"http listening"` and keeps its `addr`.
+    pub async fn wait_http(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.log_line("http listening") {
+                let addr: SocketAddr = line["addr"]
+                    .as_str()
+                    .expect("http listening has an addr")
+                    .parse()
+                    .expect("addr is an address");
+                self.http = Some(addr);
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited ({status}) before listening\nstdout: {:#?}\nstderr: {:#?}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `http listening` line within {WAIT:?}: {:#?}",
+                self.stdout()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http.expect("wait_http first"))
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// Sends `signal` (e.g. `TERM`) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} {}", self.pid());
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Waits for the exit; panics after `timeout`.
+    pub async fn wait_with_deadline(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                // Let the reader threads take the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} still running after {timeout:?}; last lines: {:#?}",
+                self.pid(),
+                self.stdout().iter().rev().take(20).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A strict Prometheus text-format (0.0.4) parser.
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Exposition {
+    /// family name → type
+    pub types: BTreeMap<String, String>,
+    pub samples: Vec<Sample>,
+}
+
+impl Exposition {
+    /// The samples of exactly `name`.
+    pub fn samples(&self, name: &str) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.name == name).collect()
+    }
+
+    /// The sum of every sample of `name`.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.samples(name).iter().map(|s| s.value).sum()
+    }
+
+    /// The value of `name` with the label `k=v`.
+    pub fn value_with(&self, name: &str, k: &str, v: &str) -> Option<f64> {
+        self.samples(name)
+            .into_iter()
+            .find(|s| s.labels.get(k).map(String::as_str) == Some(v))
+            .map(|s| s.value)
+    }
+}
+
+pub fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+pub fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn parse_value(s: &str) -> Result<f64, String> {
+    match s {
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => s
+            .parse::<f64>()
+            .map_err(|e| format!("bad value `{s}`: {e}")),
+    }
+}
+
+/// Parses `{k="v",...}` at the start of `s`; returns the labels and the rest.
+pub fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s.strip_prefix('{').ok_or("expected `{`")?;
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok((labels, r));
+        }
+        let eq = rest.find('=').ok_or("label without `=`")?;
+        let name = &rest[..eq];
+        if !is_label_name(name) {
+            return Err(format!("bad label name `{name}`"));
+        }
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                Some((_, '\n')) | None => return Err("unterminated label value".into()),
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_owned(), value).is_some() {
+            return Err(format!("label `{name}` repeated"));
+        }
+        rest = &rest[end + 1..];
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if !rest.starts_with('}') {
+            return Err("expected `,` or `}` after a label".into());
+        }
+    }
+}
+
+/// Parses the whole text; any line that is not valid is an error naming the line.
+pub fn parse_prometheus(text: &str) -> Result<Exposition, String> {
+    const TYPES: [&str; 5] = ["counter", "gauge", "histogram", "summary", "untyped"];
+    let mut out = Exposition::default();
+    let mut seen = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let err = |e: String| format!("line {}: {e}: {line:?}", n + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            match words.as_slice() {
+                ["TYPE", name, kind] => {
+                    if !is_metric_name(name) {
+                        return Err(err("bad metric name in TYPE".into()));
+                    }
+                    if !TYPES.contains(kind) {
+                        return Err(err(format!("unknown type `{kind}`")));
+                    }
+                    if out
+                        .types
+                        .insert(name.to_string(), kind.to_string())
+                        .is_some()
+                    {
+                        return Err(err("second TYPE line for the family".into()));
+                    }
+                }
+                ["TYPE", ..] => return Err(err("malformed TYPE line".into())),
+                ["HELP", name, ..] if is_metric_name(name) => {}
+                ["HELP", ..] => return Err(err("malformed HELP line".into())),
+                _ => {} // other comments are allowed
+            }
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| err("no value".into()))?;
+        let name = &line[..name_end];
+        if !is_metric_name(name) {
+            return Err(err(format!("bad metric name `{name}`")));
+        }
+        let (labels, rest) = if line[name_end..].starts_with('{') {
+            parse_labels(&line[name_end..]).map_err(err)?
+        } else {
+            (BTreeMap::new(), &line[name_end..])
+        };
+        let rest = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| err("no space before the value".into()))?;
+        let mut parts = rest.split(' ');
+        let value = parse_value(parts.next().unwrap_or_default()).map_err(err)?;
+        if let Some(ts) = parts.next() {
+            ts.parse::<i64>()
+                .map_err(|_| err(format!("bad timestamp `{ts}`")))?;
+        }
+        if parts.next().is_some() {
+            return Err(err("trailing tokens".into()));
+        }
+        // Every sample belongs to a TYPEd family (histogram/summary suffixes included).
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                matches!(
+                    out.types.get(base).map(String::as_str),
+                    Some("histogram" | "summary")
+                )
+                .then_some(base)
+            })
+            .unwrap_or(name);
+        let kind = out
+            .types
+            .get(family)
+            .ok_or_else(|| err(format!("sample of `{family}` without a TYPE line")))?;
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
+            return Err(err("negative or NaN counter".into()));
+        }
+        if kind == "histogram" && name.ends_with("_bucket") && !labels.contains_key("le") {
+            return Err(err("bucket without `le`".into()));
+        }
+        if !seen.insert((name.to_owned(), labels.clone())) {
+            return Err(err("duplicate series".into()));
+        }
+        out.samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn scrape(d: &DaemonProcess) -> Exposition {
+    let r = http()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(r.status().as_u16(), 200);
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ctype.starts_with("text/plain"), "content-type {ctype}");
+    let text = r.text().await.unwrap();
+    parse_prometheus(&text).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence: a daemon (in-process or its own process) against the simulated exchange.
+
+/// How long a daemon may take to converge once trading stopped.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Where one daemon's state is observed: its HTTP address, database, Redis and account.
+pub struct Observed<'a> {
+    pub http: SocketAddr,
+    pub client: &'a reqwest::Client,
+    pub pool: &'a PgPool,
+    pub redis: &'a Client,
+    pub prefix: &'a str,
+    pub account: &'a str,
+    /// Windows (exchange ms) in which no daemon ran at all (between a stop and a restart),
+    /// besides the stream gaps the journal's status rows show.
+    pub downtime: &'a [(i64, i64)],
+    /// Keys (`SYMBOL:ORDERID`) of orders the test itself sent as raw frames: the sim does not
+    /// know them, the orders table may.
+    pub injected_orders: &'a [String],
+}
+
+/// `/v1/account` as the daemon serves it.
+#[derive(Debug, Deserialize)]
+pub struct AccountJson {
+    pub account_id: String,
+    pub market: Market,
+    pub seq: i64,
+    pub balances: BTreeMap<String, Balance>,
+    pub positions: BTreeMap<String, Position>,
+    pub open_orders: BTreeMap<String, Order>,
+    pub stream: Value,
+}
+
+impl AccountJson {
+    pub fn view(&self) -> AccountView {
+        AccountView {
+            account_id: self.account_id.clone(),
+            market: self.market,
+            seq: self.seq,
+            balances: self.balances.clone(),
+            positions: self.positions.clone(),
+            open_orders: self.open_orders.clone(),
+        }
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.stream["reconnects"].as_u64().unwrap_or_default()
+    }
+}
+
+/// `GET http://{http}/v1/account`, parsed.
+pub async fn account_json(
+    client: &reqwest::Client,
+    http: SocketAddr,
+) -> Result<AccountJson, String> {
+    let r = client
+        .get(format!("http://{http}/v1/account"))
+        .send()
+        .await
+        .map_err(|e| format!("GET /v1/account: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("GET /v1/account: HTTP {}", r.status()));
+    }
+    r.json::<AccountJson>()
+        .await
+        .map_err(|e| format!("GET /v1/account body: {e}"))
+}
+
+/// The journal's status rows: (event, detail, event_time), in seq order.
+pub async fn status_rows(pool: &PgPool, account: &str) -> Vec<(String, Option<String>, i64)> {
+    sqlx::query(
+        "SELECT data->>'event' AS event, data->>'detail' AS detail, event_time
+         FROM account_changes WHERE account_id = $1 AND kind = 'status' ORDER BY seq",
+    )
+    .bind(account)
+    .fetch_all(pool)
+    .await
+    .expect("read status rows")
+    .into_iter()
+    .map(|r| {
+        let t: chrono::DateTime<chrono::Utc> = r.get("event_time");
+        (r.get("event"), r.get("detail"), t.timestamp_millis())
+    })
+    .collect()
+}
+
+/// The minimum-volume guard: no test may pass on an idle account.
+pub fn assert_volume(sim: &Sim, events: u64, fills: usize) {
+    let sent = sim.events_sent();
+    assert!(
+        sent >= events,
+        "the sim delivered only {sent} events (< {events})"
+    );
+    let n = sim.state().fills.len();
+    assert!(n >= fills, "the sim holds only {n} fills (< {fills})");
+}
+
+/// Polls until the daemon's cache, Postgres and Redis all equal the sim's account.
+pub async fn assert_converged(sim: &Sim, d: &Observed<'_>) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let last = match check_converged(sim, d).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            panic!("not converged after {CONVERGE:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Windows (exchange ms) in which the daemon had no stream: from each `disconnected` status row
+/// (less 1 s: the frames in flight when the connection broke) to the next `resynced` one. A
+/// connection that drops before its snapshot is applied loses the events it buffered, so the gap
+/// lasts until a resync completes, not until a connection opens.
+async fn gap_windows(d: &Observed<'_>) -> Vec<(i64, i64)> {
+    let mut out = d.downtime.to_vec();
+    let mut start = None;
+    for (event, _, t) in status_rows(d.pool, d.account).await {
+        match event.as_str() {
+            "disconnected" if start.is_none() => start = Some(t - 1000),
+            "resynced" => {
+                if let Some(s) = start.take() {
+                    out.push((s, t + 5));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, i64::MAX));
+    }
+    out
+}
+
+fn diff<V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    got: &BTreeMap<String, V>,
+    want: &BTreeMap<String, V>,
+) -> Result<(), String> {
+    if got == want {
+        return Ok(());
+    }
+    let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    let mut lines = Vec::new();
+    for k in keys {
+        let (g, w) = (got.get(k), want.get(k));
+        if g != w {
+            lines.push(format!("{k}: daemon {g:?}, sim {w:?}"));
+        }
+    }
+    let n = lines.len();
+    lines.truncate(5);
+    Err(format!(
+        "{what}: {n} differences, e.g. {}",
+        lines.join("; ")
+    ))
+}
+
+pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> {
+    let st: SimState = sim.state();
+    let account = account_json(d.client, d.http).await?;
+    let view = account.view();
+
+    // Balances (an asset missing on one side counts as zero).
+    let pick = |b: &Balance| match sim.market() {
+        SimMarket::Spot => (b.free, b.locked),
+        SimMarket::Usdm => (
+            b.wallet_balance.unwrap_or_default(),
+            b.cross_wallet_balance.unwrap_or_default(),
+        ),
+    };
+    let zero = (Decimal::ZERO, Decimal::ZERO);
+    let want: BTreeMap<String, (Decimal, Decimal)> = st
+        .balances
+        .iter()
+        .map(|(k, b)| {
+            let v = match sim.market() {
+                SimMarket::Spot => (b.free, b.locked),
+                SimMarket::Usdm => (b.wallet_balance, b.cross_wallet_balance),
+            };
+            (k.clone(), v)
+        })
+        .filter(|(_, v)| *v != zero)
+        .collect();
+    let got: BTreeMap<String, (Decimal, Decimal)> = view
+        .balances
+        .iter()
+        .map(|(k, b)| (k.clone(), pick(b)))
+        .filter(|(_, v)| *v != zero)
+        .collect();
+    diff("balances", &got, &want)?;
+
+    // Positions: amount and entry price of the non-zero ones (missing = flat).
+    let want: BTreeMap<String, (Decimal, Decimal)> = st
+        .positions
+        .iter()
+        .filter(|(_, p)| !p.amount.is_zero())
+        .map(|(k, p)| (k.clone(), (p.amount, p.entry_price)))
+        .collect();
+    let got: BTreeMap<String, (Decimal, Decimal)> = view
+        .positions
+        .iter()
+        .filter(|(_, p)| !p.amount.is_zero())
+        .map(|(k, p)| (k.clone(), (p.amount, p.entry_price)))
+        .collect();
+    diff("positions", &got, &want)?;
+
+    // Open orders: key set, status and filled quantity; algo orders as SYMBOL:-ALGOID.
+    let mut want: BTreeMap<String, (String, Decimal)> = st
+        .open_orders
+        .iter()
+        .map(|(k, o)| (k.clone(), (o.status.clone(), o.executed_qty)))
+        .collect();
+    for a in st.open_algo_orders.values() {
+        want.insert(
+            format!("{}:-{}", a.symbol, a.algo_id),
+            (a.status.clone(), Decimal::ZERO),
+        );
+    }
+    let got: BTreeMap<String, (String, Decimal)> = view
+        .open_orders
+        .iter()
+        .map(|(k, o)| (k.clone(), (o.status.as_str().to_owned(), o.executed_qty)))
+        .collect();
+    diff("open orders", &got, &want)?;
+
+    // Postgres fills: exactly the sim's trades, each once (table and journal).
+    let rows = sqlx::query("SELECT symbol, trade_id FROM fills WHERE account_id = $1")
+        .bind(d.account)
+        .fetch_all(d.pool)
+        .await
+        .map_err(|e| format!("read fills: {e}"))?;
+    let got: BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            let s: String = r.get("symbol");
+            let t: i64 = r.get("trade_id");
+            format!("{s}:{t}")
+        })
+        .collect();
+    if got.len() != rows.len() {
+        return Err(format!(
+            "fills: {} rows but {} distinct (symbol, trade_id)",
+            rows.len(),
+            got.len()
+        ));
+    }
+    let want: BTreeSet<String> = st.fills.keys().cloned().collect();
+    if got != want {
+        let missing: Vec<_> = want.difference(&got).take(5).collect();
+        let extra: Vec<_> = got.difference(&want).take(5).collect();
+        return Err(format!(
+            "fills table: {} rows, sim {} trades; missing e.g. {missing:?}, extra e.g. {extra:?}",
+            got.len(),
+            want.len()
+        ));
+    }
+    let (journal_fills, journal_keys): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT key) FROM account_changes
+         WHERE account_id = $1 AND kind = 'fill'",
+    )
+    .bind(d.account)
+    .fetch_one(d.pool)
+    .await
+    .map_err(|e| format!("count journal fills: {e}"))?;
+    if journal_fills != journal_keys || journal_keys as usize != want.len() {
+        return Err(format!(
+            "journal: {journal_fills} fill rows, {journal_keys} distinct, sim {} trades",
+            want.len()
+        ));
+    }
+
+    // Postgres orders: the sim's final status of every order. The only order the daemon cannot
+    // know is one that lived and ended without a trade entirely inside a stream gap (Binance
+    // replays nothing and the snapshot lists open orders only); such orders are tolerated.
+    let rows = sqlx::query("SELECT symbol, order_id, status FROM orders WHERE account_id = $1")
+        .bind(d.account)
+        .fetch_all(d.pool)
+        .await
+        .map_err(|e| format!("read orders: {e}"))?;
+    let pg: BTreeMap<String, String> = rows
+        .iter()
+        .filter(|r| r.get::<i64, _>("order_id") > 0)
+        .map(|r| {
+            let s: String = r.get("symbol");
+            let id: i64 = r.get("order_id");
+            (format!("{s}:{id}"), r.get("status"))
+        })
+        .collect();
+    let gaps = gap_windows(d).await;
+    let traded: BTreeSet<String> = st
+        .fills
+        .values()
+        .map(|f| format!("{}:{}", f.symbol, f.order_id))
+        .collect();
+    let mut unseen = 0;
+    for (k, o) in &st.orders {
+        match pg.get(k) {
+            Some(s) if *s == o.status => {}
+            Some(s) => return Err(format!("orders table: {k} is {s}, sim {}", o.status)),
+            None => {
+                let in_gap = gaps
+                    .iter()
+                    .any(|(a, b)| o.created_at >= *a && o.updated_at <= *b);
+                let finished = !st.open_orders.contains_key(k);
+                if finished && in_gap && !traded.contains(k) {
+                    unseen += 1;
+                } else {
+                    return Err(format!(
+                        "orders table: {k} missing (sim {}, created {}, updated {}, gaps {gaps:?})",
+                        o.status, o.created_at, o.updated_at
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(k) = pg
+        .keys()
+        .find(|k| !st.orders.contains_key(*k) && !d.injected_orders.contains(k))
+    {
+        return Err(format!("orders table: {k} is not a sim order"));
+    }
+
+    // Postgres current state: the balances, positions and open orders rows equal the cache's
+    // (zero balances and flat positions count as absent on both sides).
+    let pg = PgState::read(d.pool, d.account).await;
+    let balance_set = |b: &Balance| {
+        !(b.free.is_zero()
+            && b.locked.is_zero()
+            && b.wallet_balance.unwrap_or_default().is_zero()
+            && b.cross_wallet_balance.unwrap_or_default().is_zero())
+    };
+    let got: BTreeMap<String, Balance> = pg
+        .balances
+        .values()
+        .map(|(b, _)| (b.asset.clone(), b.clone()))
+        .filter(|(_, b)| balance_set(b))
+        .collect();
+    let want: BTreeMap<String, Balance> = view
+        .balances
+        .clone()
+        .into_iter()
+        .filter(|(_, b)| balance_set(b))
+        .collect();
+    diff("balances table vs cache", &got, &want)?;
+    let got: BTreeMap<String, Position> = pg
+        .positions
+        .iter()
+        .filter(|(_, (p, _))| !p.amount.is_zero())
+        .map(|(k, (p, _))| (k.clone(), p.clone()))
+        .collect();
+    let want: BTreeMap<String, Position> = view
+        .positions
+        .clone()
+        .into_iter()
+        .filter(|(_, p)| !p.amount.is_zero())
+        .collect();
+    diff("positions table vs cache", &got, &want)?;
+    let got: BTreeMap<String, Order> = pg
+        .orders
+        .iter()
+        .filter(|(_, (o, _))| !o.status.is_final())
+        .map(|(k, (o, _))| (k.clone(), o.clone()))
+        .collect();
+    diff(
+        "open orders in the orders table vs cache",
+        &got,
+        &view.open_orders,
+    )?;
+
+    // Redis: the state hashes and seq equal the cache's view.
+    let redis = RedisState::read(d.redis, d.prefix, d.account).await;
+    let expected = RedisState::of_view(&view);
+    if redis != expected {
+        return Err(format!(
+            "redis differs from the cache (redis seq {:?}, cache seq {:?}; balances equal {}, positions equal {}, open orders equal {})",
+            redis.seq,
+            expected.seq,
+            redis.balances == expected.balances,
+            redis.positions == expected.positions,
+            redis.open_orders == expected.open_orders
+        ));
+    }
+    if unseen > 0 {
+        eprintln!(
+            "converged; {unseen} orders lived and ended without a trade inside a stream gap and are unknown to the daemon"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private Postgres and Redis servers, for tests that stop them.
+
+/// A TCP port on 127.0.0.1 nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cmd` to completion (off the runtime's threads) and panics with its output unless it
+/// succeeds.
+async fn run_ok(cmd: &mut Command) {
+    let mut cmd = tokio::process::Command::from(std::mem::replace(cmd, Command::new("true")));
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Postgres server of its own (`initdb` + `pg_ctl` in a temporary directory, on a free port,
+/// as the `postgres` user since Postgres refuses root), so a test can stop it without disturbing
+/// the others. Stopped on drop.
+pub struct PrivatePg {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PrivatePg {
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Command {
+        let data = self.data();
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--", "/usr/local/bin/pg_ctl", "-D", &data]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `initdb` (trust, superuser `postgres`) and start.
+    pub async fn start() -> PrivatePg {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pg = PrivatePg {
+            dir,
+            port: free_port(),
+        };
+        let data = pg.data();
+        std::fs::create_dir(&data).unwrap();
+        run_ok(Command::new("chown").args(["postgres:postgres", &data])).await;
+        run_ok(Command::new("runuser").args([
+            "-u",
+            "postgres",
+            "--",
+            "/usr/local/bin/initdb",
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]))
+        .await;
+        pg.start_again().await;
+        pg
+    }
+
+    /// Starts the server (again) on its port; returns once it accepts connections.
+    pub async fn start_again(&self) {
+        let data = self.data();
+        let opts = format!("-p {} -k {data}", self.port);
+        let log = format!("{data}/log");
+        run_ok(&mut self.pg_ctl(&["-o", &opts, "-l", &log, "-w", "start"])).await;
+    }
+
+    /// Stops the server (`-m fast`: connections are cut at once).
+    pub async fn stop(&self) {
+        run_ok(&mut self.pg_ctl(&["-m", "fast", "-w", "stop"])).await;
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+/// A Redis server of its own (`redis-server` as a child, no persistence, on a free port), so a
+/// test can kill and restart it. Killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let mut r = PrivateRedis {
+            port: free_port(),
+            child: None,
+        };
+        r.start_again().await;
+        r
+    }
+
+    /// Starts the server (again) on its port; returns once it answers PING.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually(WAIT, "the private Redis answers", || async {
+            let Ok(config) = Config::from_url(&url) else {
+                return false;
+            };
+            let client = Client::new(config, None, None, None);
+            let ok = client.init().await.is_ok() && client.ping::<String>(None).await.is_ok();
+            let _ = client.quit().await;
+            ok
+        })
+        .await;
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

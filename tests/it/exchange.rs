@@ -4,16 +4,12 @@
 //! and then waits until the daemon's cache (`/v1/account`), Postgres and Redis all equal the sim's
 //! account (`assert_converged`).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use acctstate::account::{AccountView, Balance, Market, Order, Position};
-use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket, SimState};
-use rust_decimal::Decimal;
-use serde::Deserialize;
-use serde_json::Value;
-use sqlx::{PgPool, Row};
+use acctstate::account::Balance;
+use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
+use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +17,6 @@ use crate::common::*;
 
 /// How long a daemon may take to become ready.
 const READY: Duration = Duration::from_secs(30);
-/// How long the daemon may take to converge once trading stopped.
-const CONVERGE: Duration = Duration::from_secs(60);
 /// Bound of the other waits (reconnects, keepalives, ...).
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -42,35 +36,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         // A failing test must not leave its daemon running in the shared test process.
         self.cancel.cancel();
-    }
-}
-
-/// `/v1/account` as the daemon serves it.
-#[derive(Debug, Deserialize)]
-struct AccountJson {
-    account_id: String,
-    market: Market,
-    seq: i64,
-    balances: BTreeMap<String, Balance>,
-    positions: BTreeMap<String, Position>,
-    open_orders: BTreeMap<String, Order>,
-    stream: Value,
-}
-
-impl AccountJson {
-    fn view(&self) -> AccountView {
-        AccountView {
-            account_id: self.account_id.clone(),
-            market: self.market,
-            seq: self.seq,
-            balances: self.balances.clone(),
-            positions: self.positions.clone(),
-            open_orders: self.open_orders.clone(),
-        }
-    }
-
-    fn reconnects(&self) -> u64 {
-        self.stream["reconnects"].as_u64().unwrap_or_default()
     }
 }
 
@@ -158,40 +123,29 @@ impl Daemon {
 
     /// `/v1/account`, parsed.
     async fn account(&self) -> Result<AccountJson, String> {
-        let r = self
-            .client
-            .get(self.url("/v1/account"))
-            .send()
-            .await
-            .map_err(|e| format!("GET /v1/account: {e}"))?;
-        if !r.status().is_success() {
-            return Err(format!("GET /v1/account: HTTP {}", r.status()));
+        account_json(&self.client, self.http).await
+    }
+
+    /// Where convergence is checked.
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            http: self.http,
+            client: &self.client,
+            pool: &self.pool,
+            redis: &self.redis,
+            prefix: &self.prefix,
+            account: &self.account,
+            downtime: &[],
+            injected_orders: &[],
         }
-        r.json::<AccountJson>()
-            .await
-            .map_err(|e| format!("GET /v1/account body: {e}"))
+    }
+
+    async fn status_rows(&self) -> Vec<(String, Option<String>, i64)> {
+        status_rows(&self.pool, &self.account).await
     }
 
     async fn reconnects(&self) -> u64 {
         self.account().await.expect("/v1/account").reconnects()
-    }
-
-    /// The journal's status rows: (event, detail, event_time), in seq order.
-    async fn status_rows(&self) -> Vec<(String, Option<String>, i64)> {
-        sqlx::query(
-            "SELECT data->>'event' AS event, data->>'detail' AS detail, event_time
-             FROM account_changes WHERE account_id = $1 AND kind = 'status' ORDER BY seq",
-        )
-        .bind(&self.account)
-        .fetch_all(&self.pool)
-        .await
-        .expect("read status rows")
-        .into_iter()
-        .map(|r| {
-            let t: chrono::DateTime<chrono::Utc> = r.get("event_time");
-            (r.get("event"), r.get("detail"), t.timestamp_millis())
-        })
-        .collect()
     }
 
     async fn count_status(&self, event: &str) -> usize {
@@ -246,261 +200,6 @@ async fn wait_reconnected(d: &Daemon, before: u64) {
     .await;
 }
 
-/// The minimum-volume guard: no test may pass on an idle account.
-fn assert_volume(sim: &Sim, events: u64, fills: usize) {
-    let sent = sim.events_sent();
-    assert!(
-        sent >= events,
-        "the sim delivered only {sent} events (< {events})"
-    );
-    let n = sim.state().fills.len();
-    assert!(n >= fills, "the sim holds only {n} fills (< {fills})");
-}
-
-/// Polls until the daemon's cache, Postgres and Redis all equal the sim's account.
-async fn assert_converged(sim: &Sim, d: &Daemon) {
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let last = match check_converged(sim, d).await {
-            Ok(()) => return,
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            panic!("not converged after {CONVERGE:?}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Windows (exchange ms) in which the daemon had no stream: from each `disconnected` status row
-/// (less 1 s: the frames in flight when the connection broke) to the next `connected` one.
-async fn gap_windows(d: &Daemon) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (event, _, t) in d.status_rows().await {
-        match event.as_str() {
-            "disconnected" if start.is_none() => start = Some(t - 1000),
-            "connected" => {
-                if let Some(s) = start.take() {
-                    out.push((s, t + 5));
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.push((s, i64::MAX));
-    }
-    out
-}
-
-fn diff<V: PartialEq + std::fmt::Debug>(
-    what: &str,
-    got: &BTreeMap<String, V>,
-    want: &BTreeMap<String, V>,
-) -> Result<(), String> {
-    if got == want {
-        return Ok(());
-    }
-    let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
-    let mut lines = Vec::new();
-    for k in keys {
-        let (g, w) = (got.get(k), want.get(k));
-        if g != w {
-            lines.push(format!("{k}: daemon {g:?}, sim {w:?}"));
-        }
-    }
-    let n = lines.len();
-    lines.truncate(5);
-    Err(format!(
-        "{what}: {n} differences, e.g. {}",
-        lines.join("; ")
-    ))
-}
-
-async fn check_converged(sim: &Sim, d: &Daemon) -> Result<(), String> {
-    let st: SimState = sim.state();
-    let account = d.account().await?;
-    let view = account.view();
-
-    // Balances (an asset missing on one side counts as zero).
-    let pick = |b: &Balance| match sim.market() {
-        SimMarket::Spot => (b.free, b.locked),
-        SimMarket::Usdm => (
-            b.wallet_balance.unwrap_or_default(),
-            b.cross_wallet_balance.unwrap_or_default(),
-        ),
-    };
-    let zero = (Decimal::ZERO, Decimal::ZERO);
-    let want: BTreeMap<String, (Decimal, Decimal)> = st
-        .balances
-        .iter()
-        .map(|(k, b)| {
-            let v = match sim.market() {
-                SimMarket::Spot => (b.free, b.locked),
-                SimMarket::Usdm => (b.wallet_balance, b.cross_wallet_balance),
-            };
-            (k.clone(), v)
-        })
-        .filter(|(_, v)| *v != zero)
-        .collect();
-    let got: BTreeMap<String, (Decimal, Decimal)> = view
-        .balances
-        .iter()
-        .map(|(k, b)| (k.clone(), pick(b)))
-        .filter(|(_, v)| *v != zero)
-        .collect();
-    diff("balances", &got, &want)?;
-
-    // Positions: amount and entry price of the non-zero ones (missing = flat).
-    let want: BTreeMap<String, (Decimal, Decimal)> = st
-        .positions
-        .iter()
-        .filter(|(_, p)| !p.amount.is_zero())
-        .map(|(k, p)| (k.clone(), (p.amount, p.entry_price)))
-        .collect();
-    let got: BTreeMap<String, (Decimal, Decimal)> = view
-        .positions
-        .iter()
-        .filter(|(_, p)| !p.amount.is_zero())
-        .map(|(k, p)| (k.clone(), (p.amount, p.entry_price)))
-        .collect();
-    diff("positions", &got, &want)?;
-
-    // Open orders: key set, status and filled quantity; algo orders as SYMBOL:-ALGOID.
-    let mut want: BTreeMap<String, (String, Decimal)> = st
-        .open_orders
-        .iter()
-        .map(|(k, o)| (k.clone(), (o.status.clone(), o.executed_qty)))
-        .collect();
-    for a in st.open_algo_orders.values() {
-        want.insert(
-            format!("{}:-{}", a.symbol, a.algo_id),
-            (a.status.clone(), Decimal::ZERO),
-        );
-    }
-    let got: BTreeMap<String, (String, Decimal)> = view
-        .open_orders
-        .iter()
-        .map(|(k, o)| (k.clone(), (o.status.as_str().to_owned(), o.executed_qty)))
-        .collect();
-    diff("open orders", &got, &want)?;
-
-    // Postgres fills: exactly the sim's trades, each once (table and journal).
-    let rows = sqlx::query("SELECT symbol, trade_id FROM fills WHERE account_id = $1")
-        .bind(&d.account)
-        .fetch_all(&d.pool)
-        .await
-        .map_err(|e| format!("read fills: {e}"))?;
-    let got: BTreeSet<String> = rows
-        .iter()
-        .map(|r| {
-            let s: String = r.get("symbol");
-            let t: i64 = r.get("trade_id");
-            format!("{s}:{t}")
-        })
-        .collect();
-    if got.len() != rows.len() {
-        return Err(format!(
-            "fills: {} rows but {} distinct (symbol, trade_id)",
-            rows.len(),
-            got.len()
-        ));
-    }
-    let want: BTreeSet<String> = st.fills.keys().cloned().collect();
-    if got != want {
-        let missing: Vec<_> = want.difference(&got).take(5).collect();
-        let extra: Vec<_> = got.difference(&want).take(5).collect();
-        return Err(format!(
-            "fills table: {} rows, sim {} trades; missing e.g. {missing:?}, extra e.g. {extra:?}",
-            got.len(),
-            want.len()
-        ));
-    }
-    let (journal_fills, journal_keys): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT key) FROM account_changes
-         WHERE account_id = $1 AND kind = 'fill'",
-    )
-    .bind(&d.account)
-    .fetch_one(&d.pool)
-    .await
-    .map_err(|e| format!("count journal fills: {e}"))?;
-    if journal_fills != journal_keys || journal_keys as usize != want.len() {
-        return Err(format!(
-            "journal: {journal_fills} fill rows, {journal_keys} distinct, sim {} trades",
-            want.len()
-        ));
-    }
-
-    // Postgres orders: the sim's final status of every order. The only order the daemon cannot
-    // know is one that lived and ended without a trade entirely inside a stream gap (Binance
-    // replays nothing and the snapshot lists open orders only); such orders are tolerated.
-    let rows = sqlx::query("SELECT symbol, order_id, status FROM orders WHERE account_id = $1")
-        .bind(&d.account)
-        .fetch_all(&d.pool)
-        .await
-        .map_err(|e| format!("read orders: {e}"))?;
-    let pg: BTreeMap<String, String> = rows
-        .iter()
-        .filter(|r| r.get::<i64, _>("order_id") > 0)
-        .map(|r| {
-            let s: String = r.get("symbol");
-            let id: i64 = r.get("order_id");
-            (format!("{s}:{id}"), r.get("status"))
-        })
-        .collect();
-    let gaps = gap_windows(d).await;
-    let traded: BTreeSet<String> = st
-        .fills
-        .values()
-        .map(|f| format!("{}:{}", f.symbol, f.order_id))
-        .collect();
-    let mut unseen = 0;
-    for (k, o) in &st.orders {
-        match pg.get(k) {
-            Some(s) if *s == o.status => {}
-            Some(s) => return Err(format!("orders table: {k} is {s}, sim {}", o.status)),
-            None => {
-                let in_gap = gaps
-                    .iter()
-                    .any(|(a, b)| o.created_at >= *a && o.updated_at <= *b);
-                let finished = !st.open_orders.contains_key(k);
-                if finished && in_gap && !traded.contains(k) {
-                    unseen += 1;
-                } else {
-                    return Err(format!(
-                        "orders table: {k} missing (sim {}, created {}, updated {}, gaps {gaps:?})",
-                        o.status, o.created_at, o.updated_at
-                    ));
-                }
-            }
-        }
-    }
-    if let Some(k) = pg.keys().find(|k| !st.orders.contains_key(*k)) {
-        return Err(format!("orders table: {k} is not a sim order"));
-    }
-
-    // Redis: the state hashes and seq equal the cache's view.
-    let redis = RedisState::read(&d.redis, &d.prefix, &d.account).await;
-    let expected = RedisState::of_view(&view);
-    if redis != expected {
-        return Err(format!(
-            "redis differs from the cache (redis seq {:?}, cache seq {:?}; balances equal {}, positions equal {}, open orders equal {})",
-            redis.seq,
-            expected.seq,
-            redis.balances == expected.balances,
-            redis.positions == expected.positions,
-            redis.open_orders == expected.open_orders
-        ));
-    }
-    if unseen > 0 {
-        eprintln!(
-            "converged; {unseen} orders lived and ended without a trade inside a stream gap and are unknown to the daemon"
-        );
-    }
-    Ok(())
-}
-
 /// The `fills` table cannot hold a trade twice: its primary key is (account_id, symbol, trade_id).
 async fn assert_fills_unique_by_schema(pool: &PgPool) {
     let defs: Vec<String> = sqlx::query_scalar(
@@ -524,7 +223,7 @@ async fn session_converges(market: SimMarket) {
     let d = start_daemon(&sim, &[]).await;
     let produced = trade(&sim, 2_000, None).await.unwrap();
     assert!(produced >= 2_000);
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     assert_fills_unique_by_schema(&d.pool).await;
     assert_eq!(d.reconnects().await, 0, "a clean session never reconnects");
@@ -559,7 +258,7 @@ async fn drop_connections_mid_burst(market: SimMarket) {
     wait_delivered(&sim, sim.events_sent() + 500).await;
     trader.abort();
     let _ = trader.await;
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     assert!(d.reconnects().await >= 4);
     assert!(d.count_status("disconnected").await >= 4);
@@ -587,7 +286,7 @@ async fn usdm_listen_key_expired_converges() {
     trader.await.unwrap();
     // Events traded while the stream was away were never delivered: trade on afterwards.
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 1_500, 50);
     let rows = d.status_rows().await;
     assert!(
@@ -616,7 +315,7 @@ async fn spot_terminate_subscription_converges() {
     trader.await.unwrap();
     // Events traded while the subscription was away were never delivered: trade on afterwards.
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 1_500, 50);
     let account = d.account().await.unwrap();
     assert_eq!(account.reconnects(), 0, "resubscribing needs no reconnect");
@@ -631,7 +330,7 @@ async fn spot_server_shutdown_hands_over() {
     let sim = start_sim(SimMarket::Spot).await;
     let d = start_daemon(&sim, &[]).await;
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     let subscribed_before = sim.subscriber_count();
     assert_eq!(subscribed_before, 1);
     sim.server_shutdown();
@@ -646,7 +345,7 @@ async fn spot_server_shutdown_hands_over() {
     })
     .await;
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     assert_eq!(d.reconnects().await, 0, "a handover is not a reconnect");
     assert_eq!(d.count_status("disconnected").await, 0);
@@ -658,7 +357,7 @@ async fn silent_change(market: SimMarket, extra: &[(&str, &str)], reconnect: boo
     let sim = start_sim(market).await;
     let d = start_daemon(&sim, extra).await;
     trade(&sim, 1_500, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     let usdt = |b: Option<&Balance>| {
         b.map(|b| match market {
             SimMarket::Spot => b.free,
@@ -682,7 +381,7 @@ async fn silent_change(market: SimMarket, extra: &[(&str, &str)], reconnect: boo
             .is_ok_and(|a| usdt(a.balances.get("USDT")) == Some(after))
     })
     .await;
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 1_500, 50);
     let reconnects = d.reconnects().await;
     if reconnect {
@@ -740,7 +439,7 @@ async fn malformed_frames(market: SimMarket) {
     sim.send_raw_text(bad_decimal);
     sim.send_raw_binary(vec![0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28]);
     trade(&sim, 1_500, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     let a = d.account().await.unwrap();
     assert!(
@@ -773,7 +472,7 @@ async fn oversized_frame_recycles_the_connection() {
     trader.await.unwrap();
     // Events traded while the stream was away were never delivered: trade on afterwards.
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 1_500, 50);
     let rows = d.status_rows().await;
     assert!(
@@ -795,7 +494,7 @@ async fn duplicated_or_reordered(market: SimMarket, duplicate: bool) {
     trade(&sim, 2_000, None).await.unwrap();
     sim.set_duplicate_events(false);
     sim.set_reorder_events(false);
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     assert_eq!(d.reconnects().await, 0);
     d.stop().await;
@@ -827,7 +526,7 @@ async fn rest_failures_before_reconnect(market: SimMarket, status: u16, retry_af
     let sim = start_sim(market).await;
     let d = start_daemon(&sim, &[]).await;
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     let calls = sim.rest_calls();
     let resynced = d.count_status("resynced").await;
     sim.fail_rest(status, 2, retry_after);
@@ -841,7 +540,7 @@ async fn rest_failures_before_reconnect(market: SimMarket, status: u16, retry_af
         "the failing calls were made and retried"
     );
     trade(&sim, 1_000, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     d.stop().await;
 }
@@ -916,7 +615,7 @@ async fn clock_offset(market: SimMarket) {
     sim.set_clock_offset_ms(3_000);
     let d = start_daemon(&sim, &[("ACCTSTATE__BINANCE__RECV_WINDOW_MS", "1000")]).await;
     trade(&sim, 500, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 500, 10);
     assert_eq!(d.reconnects().await, 0);
     d.stop().await;
@@ -943,7 +642,7 @@ async fn usdm_listen_key_is_kept_alive() {
     })
     .await;
     trade(&sim, 500, None).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 500, 10);
     assert_eq!(d.reconnects().await, 0, "keepalives succeed; no reconnect");
     d.stop().await;
@@ -961,7 +660,7 @@ async fn rotation(market: SimMarket) {
     .await;
     wait_reconnected(&d, 0).await;
     trade(&sim, 1_500, Some(1_000)).await.unwrap();
-    assert_converged(&sim, &d).await;
+    assert_converged(&sim, &d.observed()).await;
     assert_volume(&sim, 2_000, 100);
     d.stop().await;
 }

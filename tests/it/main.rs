@@ -5,6 +5,7 @@
 
 mod common;
 mod exchange;
+mod faults;
 mod fuzz;
 mod ops;
 mod paused;

@@ -4,10 +4,8 @@
 //! codes, SIGTERM drain and JSON logs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
@@ -16,200 +14,6 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_acctstate");
-/// Deadline of anything the daemon must do (start, become ready, catch up).
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Inherited variables that would configure the child behind the test's back.
-fn is_inherited_config(var: &str) -> bool {
-    var.starts_with("ACCTSTATE__")
-        || var.starts_with("PG")
-        || var.starts_with("BINANCE_")
-        || matches!(
-            var,
-            "DATABASE_URL" | "REDIS_URL" | "PORT" | "RUST_LOG" | "CREDENTIALS_DIRECTORY"
-        )
-}
-
-/// `acctstate ARGS` with only the given configuration variables.
-fn command(args: &[&str], vars: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, _) in std::env::vars_os() {
-        if let Some(k) = k.to_str()
-            && is_inherited_config(k)
-        {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// Collects a pipe's lines on a thread.
-fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            match line {
-                Ok(l) => sink.lock().unwrap().push(l),
-                Err(_) => break,
-            }
-        }
-    });
-    lines
-}
-
-/// The daemon (or any long-running subcommand) as a child process; killed on drop.
-pub struct DaemonProcess {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    http: Option<SocketAddr>,
-    status: Option<ExitStatus>,
-}
-
-impl DaemonProcess {
-    /// Spawns `acctstate ARGS` configured by `vars` only.
-    pub fn spawn(args: &[&str], vars: &[(&str, &str)]) -> DaemonProcess {
-        let mut child = command(args, vars)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn acctstate");
-        let stdout = collect_lines(child.stdout.take().unwrap());
-        let stderr = collect_lines(child.stderr.take().unwrap());
-        DaemonProcess {
-            child,
-            stdout,
-            stderr,
-            http: None,
-            status: None,
-        }
-    }
-
-    /// Spawns `acctstate run` and waits for its HTTP address.
-    pub async fn run(vars: &[(&str, &str)]) -> DaemonProcess {
-        let mut d = DaemonProcess::spawn(&["run"], vars);
-        d.wait_http().await;
-        d
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Every stdout line so far.
-    pub fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    /// Every stderr line so far.
-    pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The stdout lines parsed as JSON (unparsable ones skipped).
-    pub fn logs(&self) -> Vec<Value> {
-        self.stdout()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// The first log line whose message is `message`, if any.
-    pub fn log_line(&self, message: &str) -> Option<Value> {
-        self.logs().into_iter().find(|v| v["message"] == message)
-    }
-
-    /// Reads the log until `"message":"http listening"` and keeps its `addr`.
-    pub async fn wait_http(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.log_line("http listening") {
-                let addr: SocketAddr = line["addr"]
-                    .as_str()
-                    .expect("http listening has an addr")
-                    .parse()
-                    .expect("addr is an address");
-                self.http = Some(addr);
-                return addr;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "daemon exited ({status}) before listening\nstdout: {:#?}\nstderr: {:#?}",
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `http listening` line within {WAIT:?}: {:#?}",
-                self.stdout()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `http://ADDR`.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.http.expect("wait_http first"))
-    }
-
-    /// `http://ADDR{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base())
-    }
-
-    /// Sends `signal` (e.g. `TERM`) with `kill`.
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{signal} {}", self.pid());
-    }
-
-    pub fn sigterm(&self) {
-        self.signal("TERM");
-    }
-
-    /// Waits for the exit; panics after `timeout`.
-    pub async fn wait_with_deadline(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(status);
-                // Let the reader threads take the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process {} still running after {timeout:?}; last lines: {:#?}",
-                self.pid(),
-                self.stdout().iter().rev().take(20).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// A short-lived command's outcome.
 struct Output {
@@ -298,13 +102,6 @@ fn set_var<'a>(vars: &mut Vec<(&'a str, String)>, key: &'a str, value: &str) {
     vars.push((key, value.to_owned()));
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
 async fn get(url: &str) -> (u16, String) {
     let r = http().get(url).send().await.expect("GET");
     let status = r.status().as_u16();
@@ -326,12 +123,6 @@ async fn wait_status(url: &str, status: u16, what: &str) -> String {
     }
 }
 
-/// A TCP port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Every stdout line is one JSON object with the contract's fields, and none holds a secret.
 fn assert_json_logs(lines: &[String], secrets: &[&str]) {
     assert!(!lines.is_empty(), "no log lines at all");
@@ -351,202 +142,6 @@ fn assert_json_logs(lines: &[String], secrets: &[&str]) {
             assert!(!line.contains(s), "a secret appears in the log: {line}");
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A strict Prometheus text-format (0.0.4) parser.
-
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-#[derive(Debug, Default)]
-struct Exposition {
-    /// family name → type
-    types: BTreeMap<String, String>,
-    samples: Vec<Sample>,
-}
-
-impl Exposition {
-    /// The samples of exactly `name`.
-    fn samples(&self, name: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.name == name).collect()
-    }
-
-    /// The sum of every sample of `name`.
-    fn sum(&self, name: &str) -> f64 {
-        self.samples(name).iter().map(|s| s.value).sum()
-    }
-
-    /// The value of `name` with the label `k=v`.
-    fn value_with(&self, name: &str, k: &str, v: &str) -> Option<f64> {
-        self.samples(name)
-            .into_iter()
-            .find(|s| s.labels.get(k).map(String::as_str) == Some(v))
-            .map(|s| s.value)
-    }
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn parse_value(s: &str) -> Result<f64, String> {
-    match s {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => s
-            .parse::<f64>()
-            .map_err(|e| format!("bad value `{s}`: {e}")),
-    }
-}
-
-/// Parses `{k="v",...}` at the start of `s`; returns the labels and the rest.
-fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = s.strip_prefix('{').ok_or("expected `{`")?;
-    loop {
-        if let Some(r) = rest.strip_prefix('}') {
-            return Ok((labels, r));
-        }
-        let eq = rest.find('=').ok_or("label without `=`")?;
-        let name = &rest[..eq];
-        if !is_label_name(name) {
-            return Err(format!("bad label name `{name}`"));
-        }
-        rest = rest[eq + 1..]
-            .strip_prefix('"')
-            .ok_or("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    other => return Err(format!("bad escape {other:?}")),
-                },
-                Some((_, '\n')) | None => return Err("unterminated label value".into()),
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if labels.insert(name.to_owned(), value).is_some() {
-            return Err(format!("label `{name}` repeated"));
-        }
-        rest = &rest[end + 1..];
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r;
-        } else if !rest.starts_with('}') {
-            return Err("expected `,` or `}` after a label".into());
-        }
-    }
-}
-
-/// Parses the whole text; any line that is not valid is an error naming the line.
-fn parse_prometheus(text: &str) -> Result<Exposition, String> {
-    const TYPES: [&str; 5] = ["counter", "gauge", "histogram", "summary", "untyped"];
-    let mut out = Exposition::default();
-    let mut seen = BTreeSet::new();
-    for (n, line) in text.lines().enumerate() {
-        let err = |e: String| format!("line {}: {e}: {line:?}", n + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let words: Vec<&str> = comment.split_whitespace().collect();
-            match words.as_slice() {
-                ["TYPE", name, kind] => {
-                    if !is_metric_name(name) {
-                        return Err(err("bad metric name in TYPE".into()));
-                    }
-                    if !TYPES.contains(kind) {
-                        return Err(err(format!("unknown type `{kind}`")));
-                    }
-                    if out
-                        .types
-                        .insert(name.to_string(), kind.to_string())
-                        .is_some()
-                    {
-                        return Err(err("second TYPE line for the family".into()));
-                    }
-                }
-                ["TYPE", ..] => return Err(err("malformed TYPE line".into())),
-                ["HELP", name, ..] if is_metric_name(name) => {}
-                ["HELP", ..] => return Err(err("malformed HELP line".into())),
-                _ => {} // other comments are allowed
-            }
-            continue;
-        }
-        let name_end = line
-            .find(['{', ' '])
-            .ok_or_else(|| err("no value".into()))?;
-        let name = &line[..name_end];
-        if !is_metric_name(name) {
-            return Err(err(format!("bad metric name `{name}`")));
-        }
-        let (labels, rest) = if line[name_end..].starts_with('{') {
-            parse_labels(&line[name_end..]).map_err(err)?
-        } else {
-            (BTreeMap::new(), &line[name_end..])
-        };
-        let rest = rest
-            .strip_prefix(' ')
-            .ok_or_else(|| err("no space before the value".into()))?;
-        let mut parts = rest.split(' ');
-        let value = parse_value(parts.next().unwrap_or_default()).map_err(err)?;
-        if let Some(ts) = parts.next() {
-            ts.parse::<i64>()
-                .map_err(|_| err(format!("bad timestamp `{ts}`")))?;
-        }
-        if parts.next().is_some() {
-            return Err(err("trailing tokens".into()));
-        }
-        // Every sample belongs to a TYPEd family (histogram/summary suffixes included).
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| {
-                let base = name.strip_suffix(suffix)?;
-                matches!(
-                    out.types.get(base).map(String::as_str),
-                    Some("histogram" | "summary")
-                )
-                .then_some(base)
-            })
-            .unwrap_or(name);
-        let kind = out
-            .types
-            .get(family)
-            .ok_or_else(|| err(format!("sample of `{family}` without a TYPE line")))?;
-        if kind == "counter" && (value.is_nan() || value < 0.0) {
-            return Err(err("negative or NaN counter".into()));
-        }
-        if kind == "histogram" && name.ends_with("_bucket") && !labels.contains_key("le") {
-            return Err(err("bucket without `le`".into()));
-        }
-        if !seen.insert((name.to_owned(), labels.clone())) {
-            return Err(err("duplicate series".into()));
-        }
-        out.samples.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    Ok(out)
 }
 
 #[test]
@@ -571,24 +166,6 @@ fn the_prometheus_parser_is_strict() {
     ] {
         assert!(parse_prometheus(bad).is_err(), "accepted: {bad:?}");
     }
-}
-
-async fn scrape(d: &DaemonProcess) -> Exposition {
-    let r = http()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(r.status().as_u16(), 200);
-    let ctype = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(ctype.starts_with("text/plain"), "content-type {ctype}");
-    let text = r.text().await.unwrap();
-    parse_prometheus(&text).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1015,7 +592,7 @@ async fn check_passes_and_fails_with_hints() {
     assert!(table.stdout.contains("all required checks passed"));
     no_secret(&table);
 
-    let closed = closed_port();
+    let closed = free_port();
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "postgres",

@@ -334,8 +334,12 @@ impl AccountState {
             .filter(|(k, o)| {
                 !listed.contains(*k)
                     && !unresolved.contains(k.as_str())
-                    && checked.as_ref().is_none_or(|c| c.contains(k.as_str()))
-                    && o.updated_at <= as_of
+                    && match &checked {
+                        // The order was open in the view taken before the REST calls: absent
+                        // from their open list, it has ended, whatever the clocks say.
+                        Some(c) => c.contains(k.as_str()),
+                        None => o.updated_at <= as_of,
+                    }
             })
             .map(|(_, o)| o.clone())
             .collect();
@@ -348,7 +352,7 @@ impl AccountState {
                 "open order vanished from the snapshot without a final state; marking it EXPIRED"
             );
             order.status = OrderStatus::Expired;
-            order.updated_at = as_of;
+            order.updated_at = order.updated_at.max(as_of);
             self.apply_order(order, out);
         }
         for fill in snap.fills {

@@ -226,11 +226,13 @@ async fn resolve_gaps(
         }
     }
 
-    // Orders: cached open ones that vanished, and ones the backfilled trades belong to.
+    // Orders: cached open ones that vanished (the view was taken before the REST calls, so an
+    // order open in it and absent from their open list has ended — whatever the timestamps
+    // say), and the ones the backfilled trades belong to.
     let mut wanted: BTreeSet<(String, i64)> = view
         .open_orders
         .values()
-        .filter(|o| !listed.contains(&o.key()) && o.updated_at <= snap.as_of)
+        .filter(|o| !listed.contains(&o.key()))
         .map(|o| (o.symbol.clone(), o.order_id))
         .collect();
     for f in &fills {

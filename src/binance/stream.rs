@@ -14,12 +14,12 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::convert::{self, Frame};
 use super::rest::{RestClient, RestError};
@@ -270,14 +270,18 @@ impl Stream {
         }
     }
 
-    fn spawn_snapshot(&self, gap_since: Option<Millis>) -> JoinHandle<anyhow::Result<Snapshot>> {
+    /// The snapshot runs beside the read loop; it is aborted if the connection ends first.
+    fn spawn_snapshot(
+        &self,
+        gap_since: Option<Millis>,
+    ) -> AbortOnDropHandle<anyhow::Result<Snapshot>> {
         let rest = self.rest.clone();
         let cache = self.cache.clone();
         let cursors = self.cursors.clone();
-        tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             let view = cache.view().await?;
             snapshot::fetch(&rest, &view, &cursors, gap_since).await
-        })
+        }))
     }
 
     /// Applies a snapshot; returns how many changes it made.
@@ -542,7 +546,8 @@ impl Stream {
             }
             Frame::Unknown { event_type } => {
                 metrics::counter!("acctstate_unknown_events_total").increment(1);
-                tracing::warn!(event_type = %event_type, "stream: unknown event type skipped");
+                // Binance adds event types over time: counted, logged at debug, never fatal.
+                tracing::debug!(event_type = %event_type, "stream: unknown event type skipped");
                 Ok(Vec::new())
             }
         }

@@ -195,6 +195,11 @@ impl Model {
         m
     }
 
+    /// The last event time handed out.
+    pub fn last_event(&self) -> i64 {
+        self.last_event
+    }
+
     /// Strictly increasing event time: max(now, last + 1).
     pub fn event_time(&mut self, now: i64) -> i64 {
         let e = now.max(self.last_event + 1);

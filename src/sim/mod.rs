@@ -195,6 +195,10 @@ pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
     pub(crate) cancel: CancellationToken,
     pub(crate) clock_offset_ms: AtomicI64,
+    /// The latest event time emitted. Event times strictly increase (one ms per event when
+    /// trading faster than 1,000 events/s), so the clock never reads below them: REST
+    /// `serverTime` and `updateTime` stay consistent with what the stream said.
+    pub(crate) clock_floor: Arc<AtomicI64>,
     pub(crate) events_sent: AtomicU64,
     pub(crate) rest_calls: AtomicU64,
     pub(crate) keepalives: AtomicU64,
@@ -208,7 +212,8 @@ impl Inner {
 
     /// The simulated server clock (wall clock + configured offset), in ms.
     pub(crate) fn server_time(&self) -> i64 {
-        now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+        (now_ms() + self.clock_offset_ms.load(Ordering::Relaxed))
+            .max(self.clock_floor.load(Ordering::Relaxed))
     }
 }
 
@@ -240,8 +245,10 @@ impl Sim {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let model = Model::new(cfg.market, cfg.seed, now_ms());
+        let clock_floor = Arc::new(AtomicI64::new(0));
         let inner = Arc::new(Inner {
-            core: Mutex::new(Core::new(model, cfg.seed)),
+            core: Mutex::new(Core::new(model, cfg.seed, clock_floor.clone())),
+            clock_floor,
             cfg,
             addr,
             cancel: CancellationToken::new(),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -66,11 +66,14 @@ pub(crate) struct Core {
     pub reorder: bool,
     pub pending: Option<Value>,
     pub fail: Option<FailRest>,
+    /// The latest event time emitted, shared with `Inner::server_time` (see there).
+    pub clock_floor: Arc<AtomicI64>,
 }
 
 impl Core {
-    pub fn new(model: Model, seed: u64) -> Core {
+    pub fn new(model: Model, seed: u64, clock_floor: Arc<AtomicI64>) -> Core {
         Core {
+            clock_floor,
             model,
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -122,6 +125,8 @@ impl Core {
 
     /// Deliver trading events, applying the duplicate / reorder faults.
     pub fn emit(&mut self, events: Vec<Value>) -> u64 {
+        self.clock_floor
+            .fetch_max(self.model.last_event(), Ordering::Relaxed);
         let mut n = 0;
         for ev in events {
             if self.reorder {

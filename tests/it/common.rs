@@ -1330,9 +1330,6 @@ pub struct Observed<'a> {
     pub redis: &'a Client,
     pub prefix: &'a str,
     pub account: &'a str,
-    /// Windows (exchange ms) in which no daemon ran at all (between a stop and a restart),
-    /// besides the stream gaps the journal's status rows show.
-    pub downtime: &'a [(i64, i64)],
     /// Keys (`SYMBOL:ORDERID`) of orders the test itself sent as raw frames: the sim does not
     /// know them, the orders table may.
     pub injected_orders: &'a [String],
@@ -1427,30 +1424,6 @@ pub async fn assert_converged(sim: &Sim, d: &Observed<'_>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Windows (exchange ms) in which the daemon had no stream: from each `disconnected` status row
-/// (less 1 s: the frames in flight when the connection broke) to the next `resynced` one. A
-/// connection that drops before its snapshot is applied loses the events it buffered, so the gap
-/// lasts until a resync completes, not until a connection opens.
-async fn gap_windows(d: &Observed<'_>) -> Vec<(i64, i64)> {
-    let mut out = d.downtime.to_vec();
-    let mut start = None;
-    for (event, _, t) in status_rows(d.pool, d.account).await {
-        match event.as_str() {
-            "disconnected" if start.is_none() => start = Some(t - 1000),
-            "resynced" => {
-                if let Some(s) = start.take() {
-                    out.push((s, t + 5));
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.push((s, i64::MAX));
-    }
-    out
 }
 
 fn diff<V: PartialEq + std::fmt::Debug>(
@@ -1591,9 +1564,8 @@ pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> 
         ));
     }
 
-    // Postgres orders: the sim's final status of every order. The only order the daemon cannot
-    // know is one that lived and ended without a trade entirely inside a stream gap (Binance
-    // replays nothing and the snapshot lists open orders only); such orders are tolerated.
+    // Postgres orders: the sim's final status of every order — also the ones that lived and
+    // ended while no stream was up (the resync lists them with allOrders).
     let rows = sqlx::query("SELECT symbol, order_id, status FROM orders WHERE account_id = $1")
         .bind(d.account)
         .fetch_all(d.pool)
@@ -1608,30 +1580,15 @@ pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> 
             (format!("{s}:{id}"), r.get("status"))
         })
         .collect();
-    let gaps = gap_windows(d).await;
-    let traded: BTreeSet<String> = st
-        .fills
-        .values()
-        .map(|f| format!("{}:{}", f.symbol, f.order_id))
-        .collect();
-    let mut unseen = 0;
     for (k, o) in &st.orders {
         match pg.get(k) {
             Some(s) if *s == o.status => {}
             Some(s) => return Err(format!("orders table: {k} is {s}, sim {}", o.status)),
             None => {
-                let in_gap = gaps
-                    .iter()
-                    .any(|(a, b)| o.created_at >= *a && o.updated_at <= *b);
-                let finished = !st.open_orders.contains_key(k);
-                if finished && in_gap && !traded.contains(k) {
-                    unseen += 1;
-                } else {
-                    return Err(format!(
-                        "orders table: {k} missing (sim {}, created {}, updated {}, gaps {gaps:?})",
-                        o.status, o.created_at, o.updated_at
-                    ));
-                }
+                return Err(format!(
+                    "orders table: {k} missing (sim {}, created {}, updated {})",
+                    o.status, o.created_at, o.updated_at
+                ));
             }
         }
     }
@@ -1701,11 +1658,6 @@ pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> 
             redis.positions == expected.positions,
             redis.open_orders == expected.open_orders
         ));
-    }
-    if unseen > 0 {
-        eprintln!(
-            "converged; {unseen} orders lived and ended without a trade inside a stream gap and are unknown to the daemon"
-        );
     }
     Ok(())
 }

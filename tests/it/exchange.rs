@@ -135,7 +135,6 @@ impl Daemon {
             redis: &self.redis,
             prefix: &self.prefix,
             account: &self.account,
-            downtime: &[],
             injected_orders: &[],
         }
     }

@@ -47,8 +47,6 @@ struct Bounce {
     account: String,
     client: reqwest::Client,
     runs: Vec<RunEnd>,
-    downtime: Vec<(i64, i64)>,
-    down_since: Option<i64>,
 }
 
 impl Bounce {
@@ -83,8 +81,6 @@ impl Bounce {
                 .build()
                 .unwrap(),
             runs: Vec::new(),
-            downtime: Vec::new(),
-            down_since: None,
         }
     }
 
@@ -133,9 +129,6 @@ impl Bounce {
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
-        if let Some(since) = self.down_since.take() {
-            self.downtime.push((since, now_ms() + 5));
-        }
         d
     }
 
@@ -147,7 +140,6 @@ impl Bounce {
             redis: &self.redis,
             prefix: &self.prefix,
             account: &self.account,
-            downtime: &self.downtime,
             injected_orders: injected,
         }
     }
@@ -225,7 +217,6 @@ impl Bounce {
             last_seq,
             graceful: true,
         });
-        self.down_since = Some(now_ms() - 1_000);
     }
 
     /// `kill -9`: the run's last seq is whatever Postgres holds.
@@ -245,7 +236,6 @@ impl Bounce {
             last_seq: max.unwrap_or(first_seq - 1),
             graceful: false,
         });
-        self.down_since = Some(now_ms() - 1_000);
     }
 
     /// Converges, stops the daemon, and checks the journal, the fills and the volume.

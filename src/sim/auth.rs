@@ -133,21 +133,22 @@ pub(crate) fn check_timestamp(
     } else {
         ts
     };
-    let rw: f64 = match recv_window {
-        None => 5000.0,
+    // Milliseconds with up to three decimals (µs), compared exactly.
+    let rw: rust_decimal::Decimal = match recv_window {
+        None => rust_decimal::Decimal::from(5000),
         Some(r) => r
             .trim()
             .parse()
             .map_err(|_| ApiError::mandatory("recvWindow"))?,
     };
-    if !(0.0..=60_000.0).contains(&rw) {
+    if rw.is_sign_negative() || rw > rust_decimal::Decimal::from(60_000) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             -1131,
             "recvWindow must be less than 60000",
         ));
     }
-    if ts >= server_time + 1000 || (server_time - ts) as f64 > rw {
+    if ts >= server_time + 1000 || rust_decimal::Decimal::from(server_time - ts) > rw {
         return Err(ApiError::bad_timestamp());
     }
     Ok(())

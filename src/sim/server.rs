@@ -103,8 +103,10 @@ impl Core {
         let raw = ev.to_string();
         for c in self.conns.values().filter(|c| self.is_subscriber(c)) {
             let text = match (self.model.market, c.sub) {
+                // Binance's own wrapper layout, around the already serialized event (no clone
+                // and second serialization of the event per connection).
                 (SimMarket::Spot, Some(id)) => {
-                    json!({"subscriptionId": id, "event": ev}).to_string()
+                    format!(r#"{{"subscriptionId":{id},"event":{raw}}}"#)
                 }
                 _ => raw.clone(),
             };

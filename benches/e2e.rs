@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
-use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use serde_json::Value;
 
@@ -528,39 +527,57 @@ async fn throughput() {
     row("daemon RSS after, MiB", format!("{rss:.1}"));
 }
 
-/// Collects (receipt instant, event_time) of every message on `P:*` except status.
+/// Collects (receipt instant, event_time) of every message on `P:*` except status. The
+/// subscriber runs on its own thread and runtime, so the sim's work in this process does not
+/// delay its receipt stamps. Send on the returned sender to stop it.
 async fn latency_subscriber(
     prefix: &str,
     account: &str,
-) -> (SubscriberClient, Arc<Mutex<Vec<(Instant, i64)>>>) {
-    let config = Config::from_url(&redis_url()).expect("redis URL");
-    let client = Builder::from_config(config)
-        .with_performance_config(|p| p.broadcast_channel_capacity = 1_000_000)
-        .build_subscriber_client()
-        .expect("build subscriber");
-    client.init().await.expect("subscriber connects");
-    let mut rx = client.message_rx();
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    Arc<Mutex<Vec<(Instant, i64)>>>,
+) {
     let got = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
-    {
-        let got = got.clone();
-        tokio::spawn(async move {
-            while let Ok(m) = rx.recv().await {
-                let at = Instant::now();
-                let text: String = m.value.convert().unwrap_or_default();
-                let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                if v["kind"] != "status"
-                    && let Some(e) = v["event_time"].as_i64()
-                {
-                    got.lock().unwrap().push((at, e));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pattern = format!("{prefix}:{account}:*");
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("subscriber runtime");
+        rt.block_on(async move {
+            let config = Config::from_url(&redis_url()).expect("redis URL");
+            let client = Builder::from_config(config)
+                .with_performance_config(|p| p.broadcast_channel_capacity = 1_000_000)
+                .build_subscriber_client()
+                .expect("build subscriber");
+            client.init().await.expect("subscriber connects");
+            let mut rx = client.message_rx();
+            client.psubscribe(pattern).await.expect("psubscribe");
+            let _ = ready_tx.send(());
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    m = rx.recv() => {
+                        let Ok(m) = m else { break };
+                        let at = Instant::now();
+                        let text: String = m.value.convert().unwrap_or_default();
+                        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                        if v["kind"] != "status"
+                            && let Some(e) = v["event_time"].as_i64()
+                        {
+                            sink.lock().unwrap().push((at, e));
+                        }
+                    }
                 }
             }
+            let _ = client.quit().await;
         });
-    }
-    client
-        .psubscribe(format!("{prefix}:{account}:*"))
-        .await
-        .expect("psubscribe");
-    (client, got)
+    });
+    ready_rx.await.expect("subscriber ready");
+    (stop_tx, got)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -593,7 +610,7 @@ async fn latency() {
     let sent = env.sim.take_send_times();
     env.sim.record_send_times(false);
     let received = std::mem::take(&mut *got.lock().unwrap());
-    let _ = sub.quit().await;
+    let _ = sub.send(());
     d.stop();
     env.cleanup().await;
 

@@ -199,6 +199,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     let app = router.fallback(rest).with_state(inner.clone());
     let cancel = inner.cancel.clone();
     tokio::spawn(async move {
+        // TCP_NODELAY: small event frames leave at once instead of waiting (Nagle) for the
+        // client's (possibly delayed) ACK of the previous one.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let res = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;

@@ -84,6 +84,8 @@ pub fn client(url: &str) -> anyhow::Result<Client> {
             c.internal_command_timeout = Duration::from_secs(2);
             c.max_command_buffer_len = 10_000;
             c.max_command_attempts = 1;
+            // Each batch leaves at once rather than behind Nagle's wait for an ACK.
+            c.tcp.nodelay = Some(true);
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(2);

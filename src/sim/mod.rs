@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -202,6 +202,8 @@ pub(crate) struct Inner {
     pub(crate) events_sent: AtomicU64,
     pub(crate) rest_calls: AtomicU64,
     pub(crate) keepalives: AtomicU64,
+    /// Benchmarks: (event time `E`, when the event was handed to the connections), while on.
+    pub(crate) send_log: Mutex<Option<Vec<(i64, Instant)>>>,
 }
 
 impl Inner {
@@ -256,6 +258,7 @@ impl Sim {
             events_sent: AtomicU64::new(0),
             rest_calls: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
+            send_log: Mutex::new(None),
         });
         server::spawn(inner.clone(), listener);
         Ok(Sim {
@@ -321,8 +324,17 @@ impl Sim {
         let mut delivered = core.expire_if_due(now);
         let events = core.model.step(now);
         let n = events.len();
+        let mut log = inner.send_log.lock().unwrap_or_else(|e| e.into_inner());
+        let times: Option<Vec<i64>> = log
+            .is_some()
+            .then(|| events.iter().filter_map(|e| e["E"].as_i64()).collect());
         delivered += core.emit(events);
         drop(core);
+        if let (Some(log), Some(times)) = (log.as_mut(), times) {
+            let sent = Instant::now();
+            log.extend(times.into_iter().map(|e| (e, sent)));
+        }
+        drop(log);
         inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
         n
     }
@@ -374,6 +386,28 @@ impl Sim {
     /// How many `PUT /fapi/v1/listenKey` calls were received.
     pub fn listen_key_keepalives(&self) -> u64 {
         self.inner().keepalives.load(Ordering::Relaxed)
+    }
+
+    /// Benchmarks (latency): while on, every trading event produced by [`Sim::step`] is recorded
+    /// as (its event time `E`, the `Instant` right after it was queued to every connection's
+    /// WebSocket writer). `E` is strictly increasing, so it identifies the event; the daemon
+    /// carries it as `event_time` in its Redis messages. Turning it on clears the record.
+    pub fn record_send_times(&self, on: bool) {
+        *self
+            .inner()
+            .send_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = on.then(Vec::new);
+    }
+
+    /// The send times recorded so far (see [`Sim::record_send_times`]); the record is emptied.
+    pub fn take_send_times(&self) -> Vec<(i64, Instant)> {
+        let mut log = self
+            .inner()
+            .send_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Put `n` extra open orders in the model without events (memory benchmarks).

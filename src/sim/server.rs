@@ -106,8 +106,10 @@ impl Core {
         let raw = ev.to_string();
         for c in self.conns.values().filter(|c| self.is_subscriber(c)) {
             let text = match (self.model.market, c.sub) {
+                // Binance's own wrapper layout, around the already serialized event (no clone
+                // and second serialization of the event per connection).
                 (SimMarket::Spot, Some(id)) => {
-                    json!({"subscriptionId": id, "event": ev}).to_string()
+                    format!(r#"{{"subscriptionId":{id},"event":{raw}}}"#)
                 }
                 _ => raw.clone(),
             };
@@ -206,6 +208,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     let app = router.fallback(rest).with_state(inner.clone());
     let cancel = inner.cancel.clone();
     tokio::spawn(async move {
+        // TCP_NODELAY: small event frames leave at once instead of waiting (Nagle) for the
+        // client's (possibly delayed) ACK of the previous one.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let res = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;

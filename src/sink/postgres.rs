@@ -107,8 +107,9 @@ pub async fn last_seq(pool: &PgPool, account_id: &str) -> Option<i64> {
 /// Changes waiting to be written.
 #[derive(Default)]
 struct Pending {
-    /// Latest change per (kind, key) for the current-state tables.
-    state: HashMap<(Kind, String), Change>,
+    /// Latest change per (kind, key) for the current-state tables: its batch (shared with
+    /// `history` and the other sink, not cloned) and its index there.
+    state: HashMap<(Kind, String), (ChangeBatch, usize)>,
     /// Every change (journal), fills among them, in seq order.
     history: Vec<ChangeBatch>,
     history_len: usize,
@@ -122,13 +123,13 @@ impl Pending {
 
     fn add(&mut self, batch: ChangeBatch, history_limit: usize, dropped: &mut u64) {
         self.oldest.get_or_insert_with(Instant::now);
-        for c in batch.iter() {
+        for (i, c) in batch.iter().enumerate() {
             if matches!(c.kind(), Kind::Balance | Kind::Position | Kind::Order) {
                 let key = (c.kind(), c.key());
                 match self.state.get(&key) {
-                    Some(held) if held.seq > c.seq => {}
+                    Some((b, j)) if b[*j].seq > c.seq => {}
                     _ => {
-                        self.state.insert(key, c.clone());
+                        self.state.insert(key, (batch.clone(), i));
                     }
                 }
             }
@@ -254,7 +255,7 @@ async fn write(pool: &PgPool, account_id: &str, p: &Pending) -> anyhow::Result<(
     let history = p.history.iter().flat_map(|b| b.iter());
     write_journal(&mut tx, account_id, history.clone()).await?;
     write_fills(&mut tx, account_id, history).await?;
-    write_state(&mut tx, account_id, p.state.values()).await?;
+    write_state(&mut tx, account_id, p.state.values().map(|(b, i)| &b[*i])).await?;
     tx.commit().await.context("commit")?;
     Ok(())
 }
@@ -279,13 +280,16 @@ async fn write_journal<'a>(
             seq.push(c.seq);
             kind.push(c.kind().as_str());
             key.push(c.key());
-            data.push(serde_json::to_value(&c.entity).context("serialize change")?);
+            // JSON text, cast to jsonb by Postgres: no `serde_json::Value` tree per change.
+            data.push(serde_json::to_string(&c.entity).context("serialize change")?);
             source.push(c.source.as_str());
             event_time.push(ts(c.event_time));
         }
         sqlx::query(
             "INSERT INTO account_changes (account_id, seq, kind, key, data, source, event_time)
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
+             SELECT $1, u.seq, u.kind, u.key, u.data::jsonb, u.source, u.event_time
+             FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                 AS u(seq, kind, key, data, source, event_time)
              ON CONFLICT (account_id, seq) DO NOTHING",
         )
         .bind(account_id)

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use fred::bytes_utils::Str;
 use fred::prelude::*;
+use fred::types::Key;
 use tokio::sync::mpsc;
 
 use crate::account::state::AccountView;
@@ -20,18 +22,35 @@ use crate::account::{CacheHandle, Change, ChangeBatch, Entity, Kind};
 /// Most changes in one MULTI/EXEC.
 const MAX_BATCH: usize = 2000;
 
-/// The key and channel names of one account.
+/// The key and channel names of one account. The names the publisher uses per change are
+/// built once (`fred` keys and channel names are reference-counted, so each use is a cheap
+/// clone rather than a `format!`).
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub account_id: String,
     base: String,
+    /// `account_id` as a JSON string literal (quoted, escaped), for the messages.
+    account_json: String,
+    balances: Key,
+    positions: Key,
+    open_orders: Key,
+    seq: Key,
+    /// Channel per kind, indexed by `Kind::ALL` position.
+    channels: [Str; 5],
 }
 
 impl Keys {
     pub fn new(prefix: &str, account_id: &str) -> Self {
+        let base = format!("{prefix}:{account_id}");
         Keys {
             account_id: account_id.to_owned(),
-            base: format!("{prefix}:{account_id}"),
+            account_json: serde_json::to_string(account_id).unwrap_or_default(),
+            balances: format!("{base}:balances").into(),
+            positions: format!("{base}:positions").into(),
+            open_orders: format!("{base}:open_orders").into(),
+            seq: format!("{base}:seq").into(),
+            channels: Kind::ALL.map(|k| Str::from(format!("{base}:{}", k.as_str()))),
+            base,
         }
     }
     pub fn channel(&self, kind: Kind) -> String {
@@ -49,6 +68,10 @@ impl Keys {
     pub fn seq(&self) -> String {
         format!("{}:seq", self.base)
     }
+    fn channel_str(&self, kind: Kind) -> Str {
+        let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.channels[i].clone()
+    }
 }
 
 /// A fred client configured so that Redis being down is a fast, counted error: reconnect
@@ -61,6 +84,8 @@ pub fn client(url: &str) -> anyhow::Result<Client> {
             c.internal_command_timeout = Duration::from_secs(2);
             c.max_command_buffer_len = 10_000;
             c.max_command_attempts = 1;
+            // Each batch leaves at once rather than behind Nagle's wait for an ACK.
+            c.tcp.nodelay = Some(true);
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(2);
@@ -76,6 +101,22 @@ fn entity_json(e: &Entity) -> anyhow::Result<String> {
     serde_json::to_string(e).context("serialize entity")
 }
 
+/// A change's Redis message (the same object as `Change::message`) around the entity's JSON
+/// `data`, already serialized for the hash: each entity is serialized once.
+fn message_text(account_json: &str, c: &Change, data: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(data.len() + account_json.len() + 112);
+    let _ = write!(
+        out,
+        r#"{{"v":1,"account_id":{account_json},"seq":{},"kind":"{}","source":"{}","event_time":{},"data":{data}}}"#,
+        c.seq,
+        c.kind().as_str(),
+        c.source.as_str(),
+        c.event_time,
+    );
+    out
+}
+
 /// Writes and publishes one batch of changes in one MULTI/EXEC.
 async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::Result<()> {
     let Some(last) = changes.last() else {
@@ -83,31 +124,31 @@ async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::R
     };
     let trx = client.multi();
     for c in changes {
+        let data = entity_json(&c.entity)?;
+        let msg = message_text(&keys.account_json, c, &data);
+        let data = Str::from(data);
         match &c.entity {
             Entity::Balance(b) => {
                 let _: () = trx
-                    .hset(keys.balances(), (b.asset.as_str(), entity_json(&c.entity)?))
+                    .hset(keys.balances.clone(), (b.asset.as_str(), data))
                     .await?;
             }
             Entity::Position(p) => {
-                let _: () = trx
-                    .hset(keys.positions(), (p.key(), entity_json(&c.entity)?))
-                    .await?;
+                let _: () = trx.hset(keys.positions.clone(), (p.key(), data)).await?;
             }
             Entity::Order(o) if o.status.is_final() => {
-                let _: () = trx.hdel(keys.open_orders(), o.key()).await?;
+                let _: () = trx.hdel(keys.open_orders.clone(), o.key()).await?;
             }
             Entity::Order(o) => {
-                let _: () = trx
-                    .hset(keys.open_orders(), (o.key(), entity_json(&c.entity)?))
-                    .await?;
+                let _: () = trx.hset(keys.open_orders.clone(), (o.key(), data)).await?;
             }
             Entity::Fill(_) | Entity::Status(_) => {}
         }
-        let msg = c.message(&keys.account_id).to_string();
-        let _: () = trx.publish(keys.channel(c.kind()), msg).await?;
+        let _: () = trx.publish(keys.channel_str(c.kind()), msg).await?;
     }
-    let _: () = trx.set(keys.seq(), last.seq, None, None, false).await?;
+    let _: () = trx
+        .set(keys.seq.clone(), last.seq, None, None, false)
+        .await?;
     let _: Value = trx.exec(true).await.context("MULTI/EXEC")?;
     Ok(())
 }
@@ -283,6 +324,8 @@ fn set_up(up: &mut bool, now: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::{Balance, Source};
+    use rust_decimal::Decimal;
 
     /// `rediss://` goes through rustls with the one crypto provider: a TLS handshake against a
     /// peer that is not TLS fails with an error, never a provider panic.
@@ -303,5 +346,28 @@ mod tests {
             "a non-TLS peer must fail the handshake"
         );
         let _ = client.quit().await;
+    }
+
+    #[test]
+    fn message_text_is_the_contract_message() {
+        let keys = Keys::new("acctstate", "ma\"in");
+        let c = Change {
+            seq: 42,
+            source: Source::Stream,
+            event_time: 1_700_000_000_000,
+            entity: Entity::Balance(Balance {
+                asset: "BTC".into(),
+                free: Decimal::new(15, 1),
+                locked: Decimal::ZERO,
+                total: Decimal::new(15, 1),
+                wallet_balance: None,
+                cross_wallet_balance: None,
+                updated_at: 1_700_000_000_000,
+            }),
+        };
+        let text = message_text(&keys.account_json, &c, &entity_json(&c.entity).unwrap());
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, c.message(&keys.account_id));
+        assert_eq!(&*keys.channel_str(Kind::Order), keys.channel(Kind::Order));
     }
 }

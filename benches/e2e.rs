@@ -1,0 +1,785 @@
+//! End-to-end load tool: the release `acctstate` binary, run as its own process, against the
+//! simulated exchange (in this process) over the real loopback WebSocket, writing to the real
+//! local Postgres (a fresh database per run) and Redis (a fresh prefix per run).
+//!
+//! Run one scenario: `cargo bench --bench e2e -- <throughput|latency|memory|outage|all>`.
+//! It prints a result table (with the 1-minute load average before and after) and exits.
+//! `E2E_EVENTS=N` overrides the event count of `throughput` (default 200,000) and `latency`
+//! (default 30,000); `E2E_OUTAGE_SECS` the cut of `outage` (default 60); `E2E_SETTLE_SECS`
+//! how long to wait, at most, for the 1-minute load to drop below 1.0 first (default 60).
+//!
+//! Scenarios:
+//! - `throughput`: the sim steps as fast as it can; events/s from its first event until the
+//!   journal (`account_changes`) holds the cache's seq and Redis `P:seq` equals it. Also the sim
+//!   alone (no subscriber) and the CPU seconds the daemon and this process (the sim) used.
+//! - `latency`: 2,000 events/s; from the sim queueing an event to its WebSocket writer (the
+//!   `Sim::record_send_times` hook) to a Redis subscriber receiving the message carrying that
+//!   event's `E` as `event_time`.
+//! - `memory`: the daemon's `VmRSS` idle, with 1,000 assets + 10,000 open orders loaded by the
+//!   snapshot, and every 100k events up to 1,000,000 (caught up before each sample).
+//! - `outage`: Postgres behind a TCP proxy, 1,000 events/s, cut for 60 s: RSS and
+//!   `acctstate_pg_queue_depth` during the cut, catch-up time after the restore.
+
+#[path = "../tests/it/common.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
+use fred::prelude::*;
+use serde_json::Value;
+
+use common::{TcpProxy, fresh_db, redis_client, redis_url, unique_account, unique_prefix};
+
+const BIN: &str = env!("CARGO_BIN_EXE_acctstate");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn main() {
+    let scenario = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "all".to_owned());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        match scenario.as_str() {
+            "throughput" => throughput().await,
+            "latency" => latency().await,
+            "memory" => memory().await,
+            "outage" => outage().await,
+            "all" => {
+                throughput().await;
+                latency().await;
+                memory().await;
+                outage().await;
+            }
+            other => {
+                eprintln!(
+                    "unknown scenario {other:?}: throughput | latency | memory | outage | all"
+                );
+                std::process::exit(2);
+            }
+        }
+    });
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The 1-minute load average.
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// `VmRSS` of `pid` in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// User + system CPU seconds of `pid` (`self` for this process).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The pid of the local `redis-server`, if one runs on this machine.
+fn redis_server_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().into_string().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "redis-server").then_some(pid)
+    })
+}
+
+fn row(name: &str, value: impl std::fmt::Display) {
+    println!("| {name:<52} | {value:>22} |");
+}
+
+fn header(title: &str) {
+    println!();
+    println!("## {title}  (load1 {:.2}, nproc 2)", load1());
+    println!("| {:<52} | {:>22} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(54), "-".repeat(24));
+}
+
+/// The daemon as its own process: `acctstate run`, configured by variables only.
+struct Daemon {
+    child: Child,
+    http: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Daemon {
+    async fn start(vars: &[(&str, String)]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ACCTSTATE__")
+                || k.starts_with("PG")
+                || k.starts_with("BINANCE_")
+                || matches!(
+                    k.as_str(),
+                    "DATABASE_URL" | "REDIS_URL" | "PORT" | "RUST_LOG"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn acctstate");
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        {
+            let lines = lines.clone();
+            let out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    let Ok(l) = l else { break };
+                    let mut v = lines.lock().unwrap();
+                    // Keep the first lines (the address) and a bounded tail.
+                    if v.len() > 10_000 {
+                        v.drain(100..5_000);
+                    }
+                    v.push(l);
+                }
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        let http = loop {
+            let found = lines.lock().unwrap().iter().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "http listening").then(|| v["addr"].as_str()?.parse().ok())?
+            });
+            if let Some(a) = found {
+                break a;
+            }
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("daemon exited ({s}): {:#?}", lines.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "daemon did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let d = Daemon {
+            child,
+            http,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + WAIT;
+        while !d.ready().await {
+            assert!(Instant::now() < deadline, "daemon not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn ready(&self) -> bool {
+        matches!(
+            self.client.get(format!("http://{}/readyz", self.http)).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    async fn view(&self) -> Value {
+        self.client
+            .get(format!("http://{}/v1/account", self.http))
+            .send()
+            .await
+            .expect("GET /v1/account")
+            .json()
+            .await
+            .expect("account JSON")
+    }
+
+    /// The sum of every sample of `name` in `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One run's sim, database, Redis prefix and account.
+struct Env {
+    sim: Sim,
+    db_url: String,
+    pool: sqlx::PgPool,
+    redis: Client,
+    prefix: String,
+    account: String,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let sim = Sim::start(SimConfig::new(SimMarket::Spot))
+            .await
+            .expect("sim starts");
+        let (db_url, pool) = fresh_db().await;
+        Env {
+            sim,
+            db_url,
+            pool,
+            redis: redis_client().await,
+            prefix: unique_prefix(),
+            account: unique_account(),
+        }
+    }
+
+    fn vars(&self, db_url: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("ACCTSTATE__BINANCE__MARKET", "spot".to_owned()),
+            ("ACCTSTATE__BINANCE__REST_URL", self.sim.rest_url()),
+            ("ACCTSTATE__BINANCE__WS_URL", self.sim.ws_url()),
+            ("BINANCE_API_KEY", DEMO_API_KEY.to_owned()),
+            ("BINANCE_API_SECRET", DEMO_API_SECRET.to_owned()),
+            ("DATABASE_URL", db_url.to_owned()),
+            ("REDIS_URL", redis_url()),
+            ("ACCTSTATE__REDIS__PREFIX", self.prefix.clone()),
+            ("ACCTSTATE__ACCOUNT_ID", self.account.clone()),
+            ("ACCTSTATE__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
+            ("ACCTSTATE__LOG__FORMAT", "json".to_owned()),
+        ]
+    }
+
+    async fn daemon(&self) -> Daemon {
+        let d = Daemon::start(&self.vars(&self.db_url)).await;
+        self.sim
+            .wait_for_subscriber(WAIT)
+            .await
+            .expect("daemon subscribes");
+        d
+    }
+
+    async fn pg_max_seq(&self) -> i64 {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT max(seq) FROM account_changes WHERE account_id = $1",
+        )
+        .bind(&self.account)
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+    }
+
+    async fn redis_seq(&self) -> i64 {
+        let v: Option<i64> = self
+            .redis
+            .get(format!("{}:{}:seq", self.prefix, self.account))
+            .await
+            .unwrap_or(None);
+        v.unwrap_or(0)
+    }
+
+    /// Waits until the daemon has received every event the sim sent, then until the journal
+    /// and Redis `P:seq` both hold the cache's seq; returns that seq.
+    async fn wait_complete(&self, d: &Daemon, timeout: Duration) -> i64 {
+        let deadline = Instant::now() + timeout;
+        let sent = self.sim.events_sent() as f64;
+        loop {
+            assert!(Instant::now() < deadline, "not complete within {timeout:?}");
+            if d.metric("acctstate_events_total").await >= sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.wait_sinks(d, timeout).await.0
+    }
+
+    /// After every event is in the cache: the cache's seq, and when the journal and Redis
+    /// `P:seq` each reached it.
+    async fn wait_sinks(&self, d: &Daemon, timeout: Duration) -> (i64, Instant, Instant) {
+        let deadline = Instant::now() + timeout;
+        let seq = d.view().await["seq"].as_i64().expect("seq");
+        let (mut pg_at, mut redis_at) = (None, None);
+        loop {
+            assert!(Instant::now() < deadline, "not complete within {timeout:?}");
+            if pg_at.is_none() && self.pg_max_seq().await >= seq {
+                pg_at = Some(Instant::now());
+            }
+            if redis_at.is_none() && self.redis_seq().await >= seq {
+                redis_at = Some(Instant::now());
+            }
+            if let (Some(p), Some(r)) = (pg_at, redis_at) {
+                return (seq, p, r);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn journal_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM account_changes WHERE account_id = $1")
+            .bind(&self.account)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn cleanup(&self) {
+        common::redis_cleanup(&self.prefix, &self.account).await;
+        self.sim.shutdown();
+    }
+}
+
+/// Waits (up to `E2E_SETTLE_SECS`, default 60) for the 1-minute load to drop below 1.0.
+async fn settle() {
+    let wait = env_usize("E2E_SETTLE_SECS", 60) as u64;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    while load1() >= 1.0 && Instant::now() < deadline {
+        eprintln!("load1 {:.2} >= 1.0: waiting", load1());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+async fn throughput() {
+    let n = env_usize("E2E_EVENTS", 200_000);
+    settle().await;
+    // The sim alone: stepping with nobody subscribed (model + payload JSON, no delivery).
+    let alone = Sim::start(SimConfig::new(SimMarket::Spot)).await.unwrap();
+    let t = Instant::now();
+    let produced_alone = alone.run(n, None).await;
+    let sim_alone = t.elapsed();
+    alone.shutdown();
+
+    let env = Env::new().await;
+    let d = env.daemon().await;
+    env.wait_complete(&d, WAIT).await;
+    let load_before = load1();
+    // The daemon's Postgres backends (this database, application_name acctstate) and the Redis
+    // server (shared with anyone else using it while this runs).
+    let backends: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'acctstate'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap_or_default();
+    let redis_pid = redis_server_pid();
+    let others = |b: &[i32], r: &Option<String>| -> (f64, f64) {
+        (
+            b.iter().map(|p| cpu_secs(&p.to_string())).sum(),
+            r.as_deref().map_or(0.0, cpu_secs),
+        )
+    };
+    let (cpu_pg0, cpu_r0) = others(&backends, &redis_pid);
+    let cpu_d0 = cpu_secs(&d.pid().to_string());
+    let cpu_s0 = cpu_secs("self");
+    let rows0 = env.journal_rows().await;
+    let t0 = Instant::now();
+    let produced = env.sim.run(n, None).await;
+    let sim_done = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while d.metric("acctstate_events_total").await < env.sim.events_sent() as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not receive every event"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cache_at = t0.elapsed();
+    let (seq, pg_at, redis_at) = env.wait_sinks(&d, Duration::from_secs(600)).await;
+    let total = t0.elapsed();
+    let cpu_d = cpu_secs(&d.pid().to_string()) - cpu_d0;
+    let cpu_s = cpu_secs("self") - cpu_s0;
+    let (cpu_pg1, cpu_r1) = others(&backends, &redis_pid);
+    let (cpu_pg, cpu_r) = (cpu_pg1 - cpu_pg0, cpu_r1 - cpu_r0);
+    let rows = env.journal_rows().await - rows0;
+    let sent = env.sim.events_sent();
+    let rss = rss_mib(d.pid());
+    d.stop();
+    env.cleanup().await;
+
+    header("throughput (max rate, spot)");
+    row(
+        "load1 before / after",
+        format!("{load_before:.2} / {:.2}", load1()),
+    );
+    row("sim alone: events", produced_alone);
+    row(
+        "sim alone: events/s (no subscriber)",
+        format!("{:.0}", produced_alone as f64 / sim_alone.as_secs_f64()),
+    );
+    row("events sent over WS", sent);
+    row("changes journaled", rows);
+    row("final seq (journal = Redis P:seq = cache)", seq);
+    row(
+        "sim send duration s",
+        format!("{:.2}", sim_done.as_secs_f64()),
+    );
+    row(
+        "sim send rate events/s (with daemon)",
+        format!("{:.0}", produced as f64 / sim_done.as_secs_f64()),
+    );
+    row(
+        "first event -> complete s",
+        format!("{:.2}", total.as_secs_f64()),
+    );
+    row(
+        "END-TO-END events/s",
+        format!("{:.0}", produced as f64 / total.as_secs_f64()),
+    );
+    row(
+        "daemon lag after last send s",
+        format!("{:.3}", (total - sim_done).as_secs_f64()),
+    );
+    row(
+        "first event -> all in cache s",
+        format!("{:.2}", cache_at.as_secs_f64()),
+    );
+    row(
+        "first event -> journal complete s",
+        format!("{:.2}", (pg_at - t0).as_secs_f64()),
+    );
+    row(
+        "first event -> Redis P:seq complete s",
+        format!("{:.2}", (redis_at - t0).as_secs_f64()),
+    );
+    row("daemon CPU s", format!("{cpu_d:.2}"));
+    row(
+        "daemon CPU µs / event",
+        format!("{:.1}", cpu_d * 1e6 / produced as f64),
+    );
+    row(
+        "bench process (sim) CPU µs / event",
+        format!("{:.1}", cpu_s * 1e6 / produced as f64),
+    );
+    row(
+        &format!("Postgres backends ({}) CPU µs / event", backends.len()),
+        format!("{:.1}", cpu_pg * 1e6 / produced as f64),
+    );
+    row(
+        "redis-server CPU µs / event",
+        format!("{:.1}", cpu_r * 1e6 / produced as f64),
+    );
+    row("daemon RSS after, MiB", format!("{rss:.1}"));
+}
+
+/// Collects (receipt instant, event_time) of every message on `P:*` except status. The
+/// subscriber runs on its own thread and runtime, so the sim's work in this process does not
+/// delay its receipt stamps. Send on the returned sender to stop it.
+async fn latency_subscriber(
+    prefix: &str,
+    account: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    Arc<Mutex<Vec<(Instant, i64)>>>,
+) {
+    let got = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pattern = format!("{prefix}:{account}:*");
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("subscriber runtime");
+        rt.block_on(async move {
+            let config = Config::from_url(&redis_url()).expect("redis URL");
+            let client = Builder::from_config(config)
+                .with_performance_config(|p| p.broadcast_channel_capacity = 1_000_000)
+                .build_subscriber_client()
+                .expect("build subscriber");
+            client.init().await.expect("subscriber connects");
+            let mut rx = client.message_rx();
+            client.psubscribe(pattern).await.expect("psubscribe");
+            let _ = ready_tx.send(());
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    m = rx.recv() => {
+                        let Ok(m) = m else { break };
+                        let at = Instant::now();
+                        let text: String = m.value.convert().unwrap_or_default();
+                        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                        if v["kind"] != "status"
+                            && let Some(e) = v["event_time"].as_i64()
+                        {
+                            sink.lock().unwrap().push((at, e));
+                        }
+                    }
+                }
+            }
+            let _ = client.quit().await;
+        });
+    });
+    ready_rx.await.expect("subscriber ready");
+    (stop_tx, got)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn latency() {
+    let n = env_usize("E2E_EVENTS", 30_000);
+    let rate = 2_000u32;
+    settle().await;
+    let env = Env::new().await;
+    let d = env.daemon().await;
+    let (sub, got) = latency_subscriber(&env.prefix, &env.account).await;
+    // Warm up (connections, allocator), unrecorded.
+    env.sim.run(2_000, Some(rate)).await;
+    env.wait_complete(&d, WAIT).await;
+    got.lock().unwrap().clear();
+    let load_before = load1();
+    env.sim.record_send_times(true);
+    let t0 = Instant::now();
+    let produced = env.sim.run(n, Some(rate)).await;
+    let elapsed = t0.elapsed();
+    env.wait_complete(&d, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = env.sim.take_send_times();
+    env.sim.record_send_times(false);
+    let received = std::mem::take(&mut *got.lock().unwrap());
+    let _ = sub.send(());
+    d.stop();
+    env.cleanup().await;
+
+    // First receipt per event time.
+    let mut first: std::collections::HashMap<i64, Instant> = Default::default();
+    for (at, e) in received {
+        first.entry(e).or_insert(at);
+    }
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(e, at)| first.get(e).map(|r| r.saturating_duration_since(*at)))
+        .collect();
+    lat.sort();
+    header(&format!(
+        "latency ({rate} events/s, spot): sim send -> Redis subscriber receipt"
+    ));
+    row(
+        "load1 before / after",
+        format!("{load_before:.2} / {:.2}", load1()),
+    );
+    row("events sent", produced);
+    row(
+        "achieved rate events/s",
+        format!("{:.0}", produced as f64 / elapsed.as_secs_f64()),
+    );
+    row("events that caused a message (measured)", lat.len());
+    row(
+        "events that changed nothing (no message)",
+        sent.len() - lat.len(),
+    );
+    if !lat.is_empty() {
+        row("p50", us(pct(&lat, 0.50)));
+        row("p90", us(pct(&lat, 0.90)));
+        row("p99", us(pct(&lat, 0.99)));
+        row("p99.9", us(pct(&lat, 0.999)));
+        row("max", us(*lat.last().unwrap()));
+    }
+}
+
+async fn memory() {
+    settle().await;
+    // Idle after start: an empty-ish account (the sim's initial balances only).
+    let env = Env::new().await;
+    let d = env.daemon().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = rss_mib(d.pid());
+    let idle_load = load1();
+    d.stop();
+    env.cleanup().await;
+
+    // 1,000 assets + 10,000 open orders loaded by the first snapshot.
+    let env = Env::new().await;
+    env.sim.seed_assets(1_000);
+    env.sim.seed_open_orders(10_000);
+    let d = env.daemon().await;
+    let view = d.view().await;
+    let (assets, orders) = (
+        view["balances"].as_object().map_or(0, |m| m.len()),
+        view["open_orders"].as_object().map_or(0, |m| m.len()),
+    );
+    env.wait_complete(&d, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = rss_mib(d.pid());
+    let loaded_load = load1();
+
+    header("memory (daemon VmRSS, its own process)");
+    row(
+        "idle after start, MiB",
+        format!("{idle:.1}  (load1 {idle_load:.2})"),
+    );
+    row(
+        &format!("loaded: {assets} assets + {orders} open orders, MiB"),
+        format!("{loaded:.1}  (load1 {loaded_load:.2})"),
+    );
+    // 1,000,000 events at full speed, caught up before each sample.
+    let t0 = Instant::now();
+    let mut total = 0usize;
+    for _ in 0..10 {
+        total += env.sim.run(100_000, None).await;
+        env.wait_complete(&d, Duration::from_secs(600)).await;
+        let open = d.metric("acctstate_open_orders").await;
+        row(
+            &format!("after {total:>9} events ({open:.0} open orders), MiB"),
+            format!("{:.1}  (load1 {:.2})", rss_mib(d.pid()), load1()),
+        );
+    }
+    row(
+        "1M phase: events/s incl. catch-up pauses",
+        format!("{:.0}", total as f64 / t0.elapsed().as_secs_f64()),
+    );
+    d.stop();
+    env.cleanup().await;
+}
+
+async fn outage() {
+    let cut_secs = env_usize("E2E_OUTAGE_SECS", 60) as u64;
+    let rate = 1_000u32;
+    settle().await;
+    let env = Env::new().await;
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let mut proxied = url::Url::parse(&env.db_url).unwrap();
+    proxied.set_port(Some(proxy.addr().port())).unwrap();
+    let d = Daemon::start(&env.vars(proxied.as_str())).await;
+    env.sim.wait_for_subscriber(WAIT).await.unwrap();
+    let trader = {
+        let sim = env.sim.clone();
+        tokio::spawn(async move { sim.run(usize::MAX, Some(rate)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    header(&format!(
+        "outage (Postgres cut for {cut_secs} s at {rate} events/s)"
+    ));
+    row("load1 at start", format!("{:.2}", load1()));
+    row("RSS before cut, MiB", format!("{:.1}", rss_mib(d.pid())));
+    proxy.cut();
+    let cut_at = Instant::now();
+    let mut peak_rss = 0f64;
+    let mut peak_depth = 0f64;
+    while cut_at.elapsed() < Duration::from_secs(cut_secs) {
+        tokio::time::sleep(Duration::from_secs(10).min(Duration::from_secs(cut_secs))).await;
+        let rss = rss_mib(d.pid());
+        let depth = d.metric("acctstate_pg_queue_depth").await;
+        peak_rss = peak_rss.max(rss);
+        peak_depth = peak_depth.max(depth);
+        row(
+            &format!(
+                "cut +{:>3.0} s: RSS MiB / pg queue depth",
+                cut_at.elapsed().as_secs_f64()
+            ),
+            format!("{rss:.1} / {depth:.0}"),
+        );
+    }
+    let backlog_seq = d.view().await["seq"].as_i64().unwrap();
+    proxy.restore();
+    let restored = Instant::now();
+    let mut backlog_written = None;
+    loop {
+        let pg = env.pg_max_seq().await;
+        if backlog_written.is_none() && pg >= backlog_seq {
+            backlog_written = Some(restored.elapsed());
+        }
+        // The live seq read after `pg`'s: the journal has reached a seq the cache held just now.
+        let live = d.view().await["seq"].as_i64().unwrap();
+        if env.pg_max_seq().await >= live {
+            break;
+        }
+        assert!(restored.elapsed() < Duration::from_secs(300), "no catch-up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let caught_up = restored.elapsed();
+    trader.abort();
+    let seq = env.wait_complete(&d, WAIT).await;
+    let rows = env.journal_rows().await;
+    row("peak RSS during cut, MiB", format!("{peak_rss:.1}"));
+    row("peak pg queue depth", format!("{peak_depth:.0}"));
+    row(
+        "restore -> backlog (seq at restore) journaled, s",
+        format!("{:.2}", backlog_written.unwrap_or(caught_up).as_secs_f64()),
+    );
+    row(
+        "restore -> journal reaches the live cache seq, s",
+        format!("{:.2}", caught_up.as_secs_f64()),
+    );
+    row("journal rows / final seq", format!("{rows} / {seq}"));
+    row(
+        "RSS after catch-up, MiB",
+        format!("{:.1}", rss_mib(d.pid())),
+    );
+    row("load1 at end", format!("{:.2}", load1()));
+    d.stop();
+    env.cleanup().await;
+}

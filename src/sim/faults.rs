@@ -123,16 +123,27 @@ impl Sim {
 
     fn send_raw(&self, make: impl Fn() -> Out) {
         let core = self.inner().lock();
-        let market = core.model.market;
-        for c in core.conns.values() {
-            let subscribed = match market {
-                SimMarket::Spot => c.sub.is_some(),
-                SimMarket::Usdm => c.key.is_some(),
-            };
-            if subscribed {
-                let _ = c.tx.send(make());
-            }
+        for c in core.conns.values().filter(|c| core.is_subscriber(c)) {
+            let _ = c.tx.send(make());
         }
+    }
+
+    /// Every connection goes half-open: it stops sending (events, pings), stops answering the
+    /// client's pings and never closes, until the client gives up on it.
+    pub fn stall_connections(&self) {
+        let mut core = self.inner().lock();
+        for (_, c) in std::mem::take(&mut core.conns) {
+            let _ = c.tx.send(Out::Stall);
+        }
+    }
+
+    /// USD-M: the current listenKey (tests check that it never reaches a log line).
+    pub fn listen_key(&self) -> Option<String> {
+        self.inner()
+            .lock()
+            .listen_key
+            .as_ref()
+            .map(|k| k.key.clone())
     }
 
     /// Every event is sent twice.

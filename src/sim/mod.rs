@@ -23,6 +23,7 @@ mod payloads;
 mod server;
 #[cfg(test)]
 mod tests;
+mod usdm_stream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

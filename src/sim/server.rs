@@ -1,6 +1,7 @@
 //! The axum server: Binance REST routes (spot `/api/v3/*`, USD-M `/fapi/*`), the spot
 //! WebSocket API (`/ws-api/v3`, `userDataStream.subscribe.signature`), the USD-M user-data
-//! stream (`/private/ws/<listenKey>`), the connection registry and event delivery.
+//! stream (`/private/ws`, `/private/stream` and the deaf path forms; see `usdm_stream`), the
+//! connection registry and event delivery.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,6 +25,7 @@ use super::account::Model;
 use super::auth::{self, ApiError};
 use super::faults::FailRest;
 use super::payloads;
+use super::usdm_stream::UsdmConn;
 use super::{Inner, SimMarket};
 
 /// A listenKey is valid for 60 minutes after creation / keepalive.
@@ -38,6 +40,9 @@ pub(crate) enum Out {
     Abort,
     /// Send a close frame after this delay, then end.
     CloseAfter(Duration),
+    /// Half-open: stop reading and writing (no events, no pings, no pongs, no close) until
+    /// aborted or the server stops.
+    Stall,
 }
 
 pub(crate) struct Conn {
@@ -46,8 +51,8 @@ pub(crate) struct Conn {
     pub sub: Option<u64>,
     /// Spot: next subscription id of this session.
     pub next_sub: u64,
-    /// USD-M: the listenKey this stream was opened with.
-    pub key: Option<String>,
+    /// USD-M: the listenKeys and event types this connection listens to.
+    pub usdm: UsdmConn,
 }
 
 pub(crate) struct ListenKey {
@@ -86,10 +91,13 @@ impl Core {
         }
     }
 
-    fn is_subscriber(&self, c: &Conn) -> bool {
+    pub fn is_subscriber(&self, c: &Conn) -> bool {
         match self.model.market {
             SimMarket::Spot => c.sub.is_some(),
-            SimMarket::Usdm => c.key.is_some(),
+            SimMarket::Usdm => self
+                .listen_key
+                .as_ref()
+                .is_some_and(|k| c.usdm.subs.iter().any(|s| s.key == k.key)),
         }
     }
 
@@ -102,16 +110,27 @@ impl Core {
 
     /// Deliver one (unwrapped) event to every subscriber; returns deliveries.
     pub fn deliver(&self, ev: &Value) -> u64 {
+        let key = self.listen_key.as_ref().map(|k| k.key.clone());
+        self.deliver_for(ev, key.as_deref())
+    }
+
+    /// Deliver one event; USD-M: to the connections listening to `key` for its event type.
+    fn deliver_for(&self, ev: &Value, key: Option<&str>) -> u64 {
         let mut n = 0;
         let raw = ev.to_string();
-        for c in self.conns.values().filter(|c| self.is_subscriber(c)) {
-            let text = match (self.model.market, c.sub) {
+        let event_type = ev.get("e").and_then(Value::as_str).unwrap_or("");
+        for c in self.conns.values() {
+            let text = match (self.model.market, c.sub, key) {
                 // Binance's own wrapper layout, around the already serialized event (no clone
                 // and second serialization of the event per connection).
-                (SimMarket::Spot, Some(id)) => {
+                (SimMarket::Spot, Some(id), _) => {
                     format!(r#"{{"subscriptionId":{id},"event":{raw}}}"#)
                 }
-                _ => raw.clone(),
+                (SimMarket::Usdm, _, Some(key)) => match c.usdm.frame(key, event_type, &raw) {
+                    Some(t) => t,
+                    None => continue,
+                },
+                _ => continue,
             };
             if c.tx.send(Out::Text(text)).is_ok() {
                 n += 1;
@@ -150,7 +169,7 @@ impl Core {
         self.next_conn - 1
     }
 
-    fn register(&mut self, tx: mpsc::UnboundedSender<Out>, key: Option<String>) -> u64 {
+    fn register(&mut self, tx: mpsc::UnboundedSender<Out>, usdm: UsdmConn) -> u64 {
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
@@ -159,22 +178,23 @@ impl Core {
                 tx,
                 sub: None,
                 next_sub: 0,
-                key,
+                usdm,
             },
         );
         id
     }
 
-    /// USD-M: push `listenKeyExpired` to the streams, forget the key and close the streams;
-    /// returns the deliveries.
+    /// USD-M: push `listenKeyExpired` to the sockets that asked for it and forget the key;
+    /// the sockets stay open and deliver nothing more (as production); returns the deliveries.
     pub fn expire_listen_key(&mut self, now: i64) -> u64 {
         let Some(lk) = self.listen_key.take() else {
             return 0;
         };
         let e = self.model.event_time(now);
-        let n = self.deliver(&payloads::usdm_listen_key_expired(e, &lk.key));
-        close_usdm_streams(self, false);
-        n
+        self.deliver_for(
+            &payloads::usdm_listen_key_expired(e, &lk.key),
+            Some(&lk.key),
+        )
     }
 
     /// Expire the listenKey if its 60 minutes have run out without a keepalive.
@@ -203,7 +223,11 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     let mut router = Router::new();
     router = match inner.cfg.market {
         SimMarket::Spot => router.route("/ws-api/v3", get(ws_spot)),
-        SimMarket::Usdm => router.route("/private/ws/{key}", get(ws_usdm)),
+        SimMarket::Usdm => router
+            .route("/private/ws", get(ws_usdm))
+            .route("/private/stream", get(ws_usdm))
+            .route("/private/ws/{key}", get(ws_usdm_deaf))
+            .route("/ws/{key}", get(ws_usdm_deaf)),
     };
     let app = router.fallback(rest).with_state(inner.clone());
     let cancel = inner.cancel.clone();
@@ -558,32 +582,34 @@ pub(crate) fn close_usdm_streams(core: &mut Core, abort: bool) {
 // ------------------------------------------------------------------- WebSocket
 
 async fn ws_spot(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| conn_task(inner, socket, None))
+    ws.on_upgrade(move |socket| conn_task(inner, socket, UsdmConn::default()))
 }
 
-async fn ws_usdm(
-    State(inner): State<Arc<Inner>>,
-    Path(key): Path<String>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let now = inner.server_time();
-    let valid = inner.lock().valid_key(now) == Some(key.as_str());
-    if !valid {
-        return ws.on_upgrade(|mut socket| async move {
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1008,
-                    reason: "Invalid listen key".into(),
-                })))
-                .await;
-        });
-    }
-    ws.on_upgrade(move |socket| conn_task(inner, socket, Some(key)))
+/// `/private/ws?listenKey=…&events=…` and `/private/stream?…` (stream mode).
+async fn ws_usdm(State(inner): State<Arc<Inner>>, uri: Uri, ws: WebSocketUpgrade) -> Response {
+    let wrapped = uri.path() == "/private/stream";
+    let usdm = UsdmConn::from_query(uri.query().unwrap_or(""), wrapped);
+    ws.on_upgrade(move |socket| conn_task(inner, socket, usdm))
 }
 
-async fn conn_task(inner: Arc<Inner>, socket: WebSocket, key: Option<String>) {
+/// `/private/ws/<listenKey>` and `/ws/<listenKey>`: production accepts the handshake and never
+/// delivers a user-data event on them.
+async fn ws_usdm_deaf(State(inner): State<Arc<Inner>>, uri: Uri, ws: WebSocketUpgrade) -> Response {
+    let form = if uri.path().starts_with("/private/") {
+        "/private/ws/<listenKey>"
+    } else {
+        "/ws/<listenKey>"
+    };
+    tracing::warn!(
+        form,
+        "sim: user-data stream opened with a path-segment listenKey; production delivers nothing there, and neither does the sim"
+    );
+    ws.on_upgrade(move |socket| conn_task(inner, socket, UsdmConn::default()))
+}
+
+async fn conn_task(inner: Arc<Inner>, socket: WebSocket, usdm: UsdmConn) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let id = inner.lock().register(tx, key);
+    let id = inner.lock().register(tx, usdm);
     let (mut sink, mut stream) = socket.split();
     let period = inner.cfg.ping_interval.max(Duration::from_millis(1));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -603,6 +629,21 @@ async fn conn_task(inner: Arc<Inner>, socket: WebSocket, key: Option<String>) {
                 None | Some(Out::Abort) => break,
                 Some(Out::Text(t)) => if sink.send(Message::Text(t.into())).await.is_err() { break },
                 Some(Out::Binary(b)) => if sink.send(Message::Binary(b.into())).await.is_err() { break },
+                Some(Out::Stall) => {
+                    // Until aborted or the server stops; once the registry has forgotten the
+                    // connection (its channel closed) the socket just hangs, as half-open ones do.
+                    loop {
+                        tokio::select! {
+                            _ = inner.cancel.cancelled() => break,
+                            out = rx.recv() => match out {
+                                Some(Out::Abort) => break,
+                                None => { inner.cancel.cancelled().await; break }
+                                Some(_) => {}
+                            },
+                        }
+                    }
+                    break;
+                }
                 Some(Out::CloseAfter(d)) => {
                     let t = tokio::time::Instant::now() + d;
                     close_at = Some(close_at.map_or(t, |c| c.min(t)));
@@ -615,7 +656,10 @@ async fn conn_task(inner: Arc<Inner>, socket: WebSocket, key: Option<String>) {
                 None | Some(Err(_)) => break,
                 Some(Ok(Message::Close(_))) => { graceful = true; break; }
                 Some(Ok(Message::Text(t))) => {
-                    if inner.cfg.market == SimMarket::Spot {
+                    if inner.cfg.market == SimMarket::Usdm {
+                        let reply = inner.lock().conns.get_mut(&id).map(|c| c.usdm.request(t.as_str()));
+                        if let Some(r) = reply && sink.send(Message::Text(r.into())).await.is_err() { break }
+                    } else {
                         let replies = ws_api_request(&inner, id, t.as_str());
                         let mut failed = false;
                         for r in replies {

@@ -2,7 +2,7 @@
 //! examples, signatures, end-to-end stream vs REST consistency, the model over long sessions,
 //! and every fault. The HTTP client and the signer here are written independently of the sim.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -213,14 +213,26 @@ async fn spot_subscribe(sim: &Sim) -> Ws {
     ws
 }
 
-async fn usdm_connect(sim: &Sim) -> (String, Ws) {
+/// Every USD-M event type, as a client that handles all of them asks for them.
+const ALL_USDM_EVENTS: &str = "ACCOUNT_UPDATE/ORDER_TRADE_UPDATE/TRADE_LITE/ALGO_UPDATE/MARGIN_CALL/ACCOUNT_CONFIG_UPDATE/STRATEGY_UPDATE/GRID_UPDATE/CONDITIONAL_ORDER_TRIGGER_REJECT/listenKeyExpired";
+
+async fn new_listen_key(sim: &Sim) -> String {
     let r = http(sim, "POST", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let key = r.json()["listenKey"]
+    r.json()["listenKey"]
         .as_str()
         .expect("listenKey")
-        .to_string();
-    let ws = ws_connect(&format!("{}/private/ws/{key}", sim.ws_url())).await;
+        .to_string()
+}
+
+/// A listenKey and a stream on production's form, every event type asked for.
+async fn usdm_connect(sim: &Sim) -> (String, Ws) {
+    let key = new_listen_key(sim).await;
+    let ws = ws_connect(&format!(
+        "{}/private/ws?listenKey={key}&events={ALL_USDM_EVENTS}",
+        sim.ws_url()
+    ))
+    .await;
     sim.wait_for_subscriber(T).await.expect("subscriber");
     (key, ws)
 }
@@ -1027,7 +1039,14 @@ async fn usdm_listen_key_lifecycle_and_expiry() {
         (ev["e"].as_str(), ev["listenKey"].as_str()),
         (Some("listenKeyExpired"), Some(key.as_str()))
     );
-    assert!(next_json(&mut ws, T).await.is_none(), "stream closed");
+    // As production: the socket stays open, and the expired key's events stop.
+    sim.run(20, None).await;
+    assert!(
+        next_json(&mut ws, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing after expiry"
+    );
     let put = http(&sim, "PUT", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "").await;
     assert_eq!(put.status, 400);
     assert_eq!(
@@ -1036,18 +1055,28 @@ async fn usdm_listen_key_lifecycle_and_expiry() {
     );
     assert_eq!(sim.listen_key_keepalives(), 2);
 
-    // The old key is refused: the socket is closed at once.
-    let mut old = ws_connect(&format!("{}/private/ws/{key}", sim.ws_url())).await;
-    assert!(next_json(&mut old, T).await.is_none());
-    // A new POST gives a new key; DELETE invalidates it.
+    // A new POST gives a new key; the old key's socket still hears nothing of it.
     let (key2, mut ws2) = usdm_connect(&sim).await;
     assert_ne!(key2, key);
+    sim.run(20, None).await;
+    assert!(
+        next_json(&mut ws2, T).await.is_some(),
+        "the new key's events"
+    );
+    assert!(
+        next_json(&mut ws, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "an old key delivers nothing"
+    );
     // 60 minutes without a keepalive: the key expires by itself at the next step.
     sim.set_clock_offset_ms(61 * 60 * 1000);
     sim.step().await;
-    let ev = next_json(&mut ws2, T).await.expect("listenKeyExpired");
-    assert_eq!(ev["e"], "listenKeyExpired");
-    assert!(next_json(&mut ws2, T).await.is_none());
+    let mut expired = false;
+    while let Some(ev) = next_json(&mut ws2, Duration::from_millis(500)).await {
+        expired |= ev["e"] == "listenKeyExpired";
+    }
+    assert!(expired, "listenKeyExpired when due");
     let put = http(&sim, "PUT", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "").await;
     assert_eq!(put.json()["code"], -1125);
     sim.set_clock_offset_ms(0);
@@ -1255,4 +1284,132 @@ async fn shutdown_stops_the_server_and_paced_run() {
     }
     assert_eq!("usdm".parse::<SimMarket>().ok(), Some(SimMarket::Usdm));
     assert!("coinm".parse::<SimMarket>().is_err());
+}
+
+/// Everything a socket receives until it has been quiet for 300 ms.
+async fn drain(ws: &mut Ws) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(v) = next_json(ws, Duration::from_millis(300)).await {
+        out.push(v);
+    }
+    out
+}
+
+fn types(evs: &[Value]) -> BTreeSet<String> {
+    evs.iter()
+        .map(|v| {
+            v.get("data").unwrap_or(v)["e"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn usdm_url_forms_deliver_like_production() {
+    let sim = Sim::start(test_cfg(SimMarket::Usdm)).await.expect("start");
+    let key = new_listen_key(&sim).await;
+    let base = sim.ws_url();
+    let mut path_form = ws_connect(&format!("{base}/private/ws/{key}")).await;
+    let mut legacy = ws_connect(&format!("{base}/ws/{key}")).await;
+    let mut bare = ws_connect(&format!("{base}/private/ws?listenKey={key}")).await;
+    let mut orders_only = ws_connect(&format!(
+        "{base}/private/ws?listenKey={key}&events=ORDER_TRADE_UPDATE"
+    ))
+    .await;
+    let mut all = ws_connect(&format!(
+        "{base}/private/ws?listenKey={key}&events={ALL_USDM_EVENTS}"
+    ))
+    .await;
+    let mut stream_events = ws_connect(&format!(
+        "{base}/private/stream?listenKey={key}&events=ACCOUNT_UPDATE"
+    ))
+    .await;
+    let mut stream_streams = ws_connect(&format!("{base}/private/stream?streams={key}")).await;
+    let mut bogus = ws_connect(&format!(
+        "{base}/private/ws?listenKey=bogus&events={ALL_USDM_EVENTS}"
+    ))
+    .await;
+    let mut subscribed = ws_connect(&format!("{base}/private/stream")).await;
+    let req = json!({"method": "SUBSCRIBE", "params": [key], "id": 1});
+    subscribed
+        .send(Message::Text(req.to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_json(&mut subscribed, T).await,
+        Some(json!({"result": null, "id": 1}))
+    );
+    let req = json!({"method": "LIST_SUBSCRIPTIONS", "id": 2});
+    subscribed
+        .send(Message::Text(req.to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_json(&mut subscribed, T).await,
+        Some(json!({"result": [key], "id": 2}))
+    );
+
+    sim.run(300, None).await;
+    let expected_types = types(&drain(&mut all).await);
+    assert!(
+        expected_types.contains("ORDER_TRADE_UPDATE") && expected_types.contains("ACCOUNT_UPDATE"),
+        "{expected_types:?}"
+    );
+    for (name, ws) in [
+        ("/private/ws/<key>", &mut path_form),
+        ("/ws/<key>", &mut legacy),
+        ("without events", &mut bare),
+        ("an unknown key", &mut bogus),
+    ] {
+        assert_eq!(
+            drain(ws).await,
+            Vec::<Value>::new(),
+            "{name} delivers nothing"
+        );
+    }
+    assert_eq!(
+        types(&drain(&mut orders_only).await),
+        BTreeSet::from(["ORDER_TRADE_UPDATE".to_owned()])
+    );
+    let wrapped = drain(&mut stream_events).await;
+    assert!(wrapped.iter().all(|v| v["stream"] == key.as_str()));
+    assert_eq!(
+        types(&wrapped),
+        BTreeSet::from(["ACCOUNT_UPDATE".to_owned()])
+    );
+    for ws in [&mut stream_streams, &mut subscribed] {
+        let evs = drain(ws).await;
+        assert!(evs.iter().all(|v| v["stream"] == key.as_str()));
+        assert_eq!(types(&evs), expected_types);
+    }
+
+    // Expiry reaches the sockets that asked for `listenKeyExpired` (a bare ws-mode key gets
+    // nothing else), and no socket is closed by it.
+    sim.expire_listen_key();
+    for ws in [&mut all, &mut bare, &mut stream_streams] {
+        assert_eq!(
+            types(&drain(ws).await),
+            BTreeSet::from(["listenKeyExpired".to_owned()])
+        );
+    }
+    assert!(drain(&mut orders_only).await.is_empty());
+    assert!(drain(&mut path_form).await.is_empty());
+}
+
+#[tokio::test]
+async fn stalled_connections_answer_nothing() {
+    let sim = Sim::start(test_cfg(SimMarket::Usdm)).await.expect("start");
+    let (_key, mut ws) = usdm_connect(&sim).await;
+    sim.stall_connections();
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("send ping");
+    sim.run(20, None).await;
+    let got = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+    assert!(
+        got.is_err(),
+        "a half-open socket sends nothing, not even a pong: {got:?}"
+    );
 }

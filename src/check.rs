@@ -370,12 +370,20 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
     out.push(key_permissions(&rest, s).await);
     let started = Instant::now();
     match stream::probe(&rest, &StreamConfig::from_settings(s)).await {
-        Ok(()) => out.push(
+        Ok(url) => out.push(
             Check::new(
                 "user_data_stream",
                 true,
                 Status::Ok,
-                "subscription opened and closed",
+                match s.market() {
+                    crate::account::Market::Spot => {
+                        format!("userDataStream.subscribe.signature opened and closed on {url}")
+                    }
+                    crate::account::Market::Usdm => format!(
+                        "opened and closed {url} (ws mode, listenKey in the query, events = {})",
+                        s.binance.usdm_events.len()
+                    ),
+                },
             )
             .latency(started),
         ),

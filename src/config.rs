@@ -80,6 +80,31 @@ pub struct BinanceSettings {
     pub max_frame_bytes: usize,
     pub rest_timeout_secs: u64,
     pub reconnect_max_backoff_ms: u64,
+    /// USD-M: the event types asked for in the stream URL (Binance's allow list).
+    #[serde(deserialize_with = "names_list")]
+    pub usdm_events: Vec<String>,
+    /// A ping our side sent that is not answered (by any frame) within this bound marks the
+    /// connection dead.
+    pub pong_timeout_secs: u64,
+}
+
+/// A list of names: a TOML array, or one string separated by `/` or `,` (environment variables).
+fn names_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Joined(String),
+    }
+    let names = match Names::deserialize(d)? {
+        Names::List(l) => l,
+        Names::Joined(s) => s.split(['/', ',']).map(str::to_owned).collect(),
+    };
+    Ok(names
+        .into_iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +289,7 @@ impl Settings {
             ("binance.rotate_after_secs", self.binance.rotate_after_secs),
             ("binance.keepalive_secs", self.binance.keepalive_secs),
             ("binance.rest_timeout_secs", self.binance.rest_timeout_secs),
+            ("binance.pong_timeout_secs", self.binance.pong_timeout_secs),
             (
                 "shutdown.drain_timeout_secs",
                 self.shutdown.drain_timeout_secs,
@@ -279,6 +305,7 @@ impl Settings {
                 "must be at least 250",
             ));
         }
+        self.validate_usdm_events()?;
         if self.binance.max_frame_bytes < 1024 {
             return Err(ConfigError::new(
                 "binance.max_frame_bytes",
@@ -333,6 +360,32 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// `binance.usdm_events`: known event types only, `listenKeyExpired` among them (without it
+    /// a lapsed key would never be noticed: Binance filters it out like any other type).
+    fn validate_usdm_events(&self) -> Result<(), ConfigError> {
+        let key = "binance.usdm_events";
+        let known = &crate::binance::convert::USDM_EVENT_TYPES;
+        let events = &self.binance.usdm_events;
+        if let Some(bad) = events.iter().find(|e| !known.contains(&e.as_str())) {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "`{bad}` is not a USD-M user-data event type (one of {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !events.iter().any(|e| e == "listenKeyExpired") {
+            return Err(ConfigError::new(
+                key,
+                "must include `listenKeyExpired`: Binance delivers only the listed types, and without it an expired listenKey goes unnoticed",
+            ));
+        }
         Ok(())
     }
 }
@@ -439,6 +492,41 @@ mod tests {
         assert_eq!(s.redis.prefix, "acctstate");
         assert_eq!(s.rest_url(), "https://api.binance.com");
         assert_eq!(s.shutdown.drain_timeout_secs, 10);
+        assert_eq!(
+            s.binance.usdm_events,
+            crate::binance::convert::USDM_EVENT_TYPES.map(String::from)
+        );
+    }
+
+    #[test]
+    fn usdm_events_from_a_variable_or_a_file() {
+        let s = Settings::load_from(
+            None,
+            &env(&[(
+                "ACCTSTATE__BINANCE__USDM_EVENTS",
+                "ORDER_TRADE_UPDATE/ listenKeyExpired",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.binance.usdm_events,
+            ["ORDER_TRADE_UPDATE", "listenKeyExpired"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.toml");
+        std::fs::write(
+            &path,
+            "[binance]\nusdm_events = [\"ACCOUNT_UPDATE\", \"listenKeyExpired\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(&path), &env(&[])).unwrap();
+        assert_eq!(
+            s.binance.usdm_events,
+            ["ACCOUNT_UPDATE", "listenKeyExpired"]
+        );
+        std::fs::write(&path, "[binance]\nusdm_events = []\n").unwrap();
+        let err = Settings::load_from(Some(&path), &env(&[])).unwrap_err();
+        assert_eq!(err.key, "binance.usdm_events");
     }
 
     #[test]
@@ -542,6 +630,21 @@ mod tests {
             ("PORT", "notaport", "http.listen"),
             ("ACCTSTATE__HTTP__LISTEN", "localhost", "http.listen"),
             ("ACCTSTATE__LOG__FORMAT", "xml", "log.format"),
+            (
+                "ACCTSTATE__BINANCE__USDM_EVENTS",
+                "ORDER_TRADE_UPDATE/ACCOUNT_UPDATE",
+                "binance.usdm_events",
+            ),
+            (
+                "ACCTSTATE__BINANCE__USDM_EVENTS",
+                "ORDER_TRADE_UPDATE/listenKeyExpired/ORDER_UPDATE",
+                "binance.usdm_events",
+            ),
+            (
+                "ACCTSTATE__BINANCE__PONG_TIMEOUT_SECS",
+                "0",
+                "binance.pong_timeout_secs",
+            ),
             (
                 "ACCTSTATE__SHUTDOWN__DRAIN_TIMEOUT_SECS",
                 "0",

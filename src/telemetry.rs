@@ -73,6 +73,8 @@ fn register_zeroes() {
         "acctstate_unknown_events_total",
         "acctstate_oversized_frames_total",
         "acctstate_resync_corrections_total",
+        "acctstate_reconciliations_total",
+        "acctstate_stream_deaf_total",
         "acctstate_pg_write_errors_total",
         "acctstate_pg_history_dropped_total",
         "acctstate_redis_errors_total",

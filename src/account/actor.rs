@@ -27,7 +27,7 @@ enum Command {
     Apply {
         event_time: Millis,
         update: Update,
-        done: Option<oneshot::Sender<usize>>,
+        done: Option<oneshot::Sender<Counts>>,
     },
     View(oneshot::Sender<AccountView>),
     Close,
@@ -58,6 +58,15 @@ impl CacheHandle {
         event_time: Millis,
         update: Update,
     ) -> anyhow::Result<usize> {
+        Ok(self.apply_and_count(event_time, update).await?.total())
+    }
+
+    /// Applies an update and waits until it is applied; returns its changes counted per kind.
+    pub async fn apply_and_count(
+        &self,
+        event_time: Millis,
+        update: Update,
+    ) -> anyhow::Result<Counts> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Command::Apply {
@@ -111,6 +120,7 @@ async fn run(
             } => {
                 let changes = state.apply(event_time, update);
                 let n = changes.len();
+                let counts = done.as_ref().map(|_| Counts::of_changes(&changes));
                 if n > 0 {
                     for c in &changes {
                         metrics::counter!("acctstate_changes_total", "kind" => c.kind().as_str(), "source" => c.source.as_str()).increment(1);
@@ -124,8 +134,8 @@ async fn run(
                 record_drops(&mut drops, state.drops());
                 metrics::gauge!("acctstate_open_orders").set(state.open_order_count() as f64);
                 metrics::gauge!("acctstate_seq").set(state.last_seq() as f64);
-                if let Some(done) = done {
-                    let _ = done.send(n);
+                if let (Some(done), Some(counts)) = (done, counts) {
+                    let _ = done.send(counts);
                 }
             }
             Command::View(reply) => {
@@ -155,6 +165,33 @@ fn record_drops(seen: &mut Drops, now: Drops) {
         }
     }
     *seen = now;
+}
+
+/// How many changes one update made, per kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts([usize; Kind::ALL.len()]);
+
+impl Counts {
+    fn of_changes(changes: &[crate::account::Change]) -> Counts {
+        let mut c = Counts::default();
+        for ch in changes {
+            if let Some(i) = Kind::ALL.iter().position(|k| *k == ch.kind()) {
+                c.0[i] += 1;
+            }
+        }
+        c
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
+    pub fn of(&self, kind: Kind) -> usize {
+        Kind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.0[i])
+    }
 }
 
 /// Kinds that have a current-state table and hash (not fills, not status).

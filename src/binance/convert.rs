@@ -97,6 +97,21 @@ mod ev {
     pub const CONDITIONAL_ORDER_TRIGGER_REJECT: &str = "CONDITIONAL_ORDER_TRIGGER_REJECT";
 }
 
+/// Every USD-M user-data event type the daemon handles, spelled as in the events' `e` field
+/// (SPEC §2.2): the default of `binance.usdm_events`, Binance's allow list for the stream.
+pub const USDM_EVENT_TYPES: [&str; 10] = [
+    ev::ACCOUNT_UPDATE,
+    ev::ORDER_TRADE_UPDATE,
+    ev::TRADE_LITE,
+    ev::ALGO_UPDATE,
+    ev::MARGIN_CALL,
+    ev::ACCOUNT_CONFIG_UPDATE,
+    ev::STRATEGY_UPDATE,
+    ev::GRID_UPDATE,
+    ev::CONDITIONAL_ORDER_TRIGGER_REJECT,
+    ev::LISTEN_KEY_EXPIRED,
+];
+
 // ---------------------------------------------------------------------------------------------
 // Frames
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 //! The stream task: one per daemon, owning the exchange connection.
 //!
 //! Spot: WebSocket API + `userDataStream.subscribe.signature`. USD-M: listenKey +
-//! `{ws_url}/private/ws/<listenKey>` with a keepalive. Both: our own pings, a silence bound, a
-//! rotation before Binance's 24-hour cut, reconnects with exponential backoff and jitter forever,
-//! and a resync after every (re)connect: events are buffered while the REST snapshot is taken,
-//! the snapshot is applied as differences, then the buffer. A periodic reconciliation repeats
-//! the snapshot while connected; every change it makes is counted as a correction.
+//! `{ws_url}/private/ws?listenKey=<key>&events=<E1>/<E2>/…` with a keepalive (SPEC §1.2: the only
+//! form production delivers on; `events` is an allow list). The listenKey is a credential: it
+//! never reaches a log line or an error. Both markets: our own pings (one unanswered for
+//! `pong_timeout` is a dead, half-open connection), a silence bound, a rotation before Binance's
+//! 24-hour cut, reconnects with exponential backoff and jitter forever, and a resync after every
+//! (re)connect: events are buffered while the REST snapshot is taken, the snapshot is applied as
+//! differences, then the buffer. A periodic reconciliation repeats the snapshot while connected;
+//! every change it makes is counted as a correction, and two reconciliations in a row that
+//! correct orders or fills while the stream delivered nothing mean a deaf stream (reconnected
+//! with a fresh listenKey).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -25,7 +30,7 @@ use super::convert::{self, Frame};
 use super::rest::{RestClient, RestError};
 use super::sign;
 use super::snapshot::{self, TradeCursors};
-use crate::account::{CacheHandle, Market, Millis, Snapshot, Update};
+use crate::account::{CacheHandle, Counts, Kind, Market, Millis, Snapshot, Update};
 use crate::config::Settings;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -38,6 +43,8 @@ pub struct StreamHealth {
     pub snapshot_loaded: AtomicBool,
     pub reconnects: AtomicU64,
     pub last_frame_ms: AtomicI64,
+    /// How often the stream was found deaf (see `DEAF_STRIKES`).
+    pub deaf: AtomicU64,
 }
 
 impl StreamHealth {
@@ -52,6 +59,7 @@ impl StreamHealth {
             "snapshot_loaded": self.snapshot_loaded.load(Ordering::Relaxed),
             "reconnects": self.reconnects.load(Ordering::Relaxed),
             "last_frame_ms": self.last_frame_ms.load(Ordering::Relaxed),
+            "deaf": self.deaf.load(Ordering::Relaxed),
         })
     }
 }
@@ -62,12 +70,16 @@ pub struct StreamConfig {
     pub ws_url: String,
     pub max_frame_bytes: usize,
     pub ping_every: Duration,
+    /// A ping of ours unanswered (by any frame) this long: the connection is dead.
+    pub pong_timeout: Duration,
     pub idle_timeout: Duration,
     pub rotate_after: Duration,
     pub keepalive_every: Duration,
     pub reconcile_every: Option<Duration>,
     /// Cap of the exponential reconnect backoff.
     pub max_backoff: Duration,
+    /// USD-M: the event types asked for (`binance.usdm_events`).
+    pub usdm_events: Vec<String>,
 }
 
 impl StreamConfig {
@@ -76,13 +88,15 @@ impl StreamConfig {
         StreamConfig {
             ws_url: s.ws_url(),
             max_frame_bytes: b.max_frame_bytes,
-            ping_every: Duration::from_secs(b.idle_timeout_secs.div_ceil(4).max(1)),
+            ping_every: Duration::from_secs(b.idle_timeout_secs.div_ceil(4).clamp(1, 15)),
+            pong_timeout: Duration::from_secs(b.pong_timeout_secs),
             idle_timeout: Duration::from_secs(b.idle_timeout_secs),
             rotate_after: Duration::from_secs(b.rotate_after_secs),
             keepalive_every: Duration::from_secs(b.keepalive_secs),
             reconcile_every: (b.reconcile_interval_secs > 0)
                 .then(|| Duration::from_secs(b.reconcile_interval_secs)),
             max_backoff: Duration::from_millis(b.reconnect_max_backoff_ms),
+            usdm_events: b.usdm_events.clone(),
         }
     }
 }
@@ -91,6 +105,8 @@ impl StreamConfig {
 enum End {
     Cancelled,
     Reconnect(String),
+    /// Connected but deaf: reconnect with a fresh listenKey.
+    Deaf(String),
     /// The first snapshot of a connection was refused for the credentials (USD-M: opening
     /// the stream needs the API key only, so a wrong secret shows here first).
     Credentials(anyhow::Error),
@@ -101,6 +117,8 @@ enum End {
 struct Session {
     ws: Ws,
     listen_key: Option<String>,
+    /// The URL opened, the listenKey redacted.
+    url: String,
 }
 
 /// Opening a session failed.
@@ -122,7 +140,16 @@ pub struct Stream {
     /// Exchange time from which events may have been missed (the last frame before a
     /// disconnect, or the last event an earlier run recorded), until a resync has covered it.
     gap_since: Option<Millis>,
+    /// Events the stream delivered since the last snapshot was applied.
+    heard: u64,
+    /// Reconciliations in a row that corrected orders or fills while nothing was heard.
+    deaf_strikes: u32,
 }
+
+/// Reconciliations in a row that must find corrections to stream-owned entities (orders, fills)
+/// with no stream event in between before the stream is called deaf. A quiet account makes no
+/// such corrections; one missed event makes one; a deaf stream makes them every time.
+const DEAF_STRIKES: u32 = 2;
 
 /// Margin before the last frame seen, for what the gap may have hidden.
 const GAP_MARGIN_MS: Millis = 5_000;
@@ -145,6 +172,8 @@ impl Stream {
             health,
             cursors,
             gap_since,
+            heard: 0,
+            deaf_strikes: 0,
         }
     }
 
@@ -211,6 +240,7 @@ impl Stream {
             self.health.connected.store(false, Ordering::Relaxed);
             self.health.subscribed.store(false, Ordering::Relaxed);
             metrics::gauge!("acctstate_stream_connected").set(0.0);
+            let deaf = matches!(end, End::Deaf(_));
             let end = match end {
                 End::Credentials(e) if !self.health.snapshot_loaded.load(Ordering::Relaxed) => {
                     fatal = Some(e);
@@ -228,7 +258,18 @@ impl Stream {
                     );
                     next = Some(s);
                 }
-                End::Reconnect(reason) => {
+                End::Reconnect(reason) | End::Deaf(reason) => {
+                    // POST would hand back the same key while it lives: a fresh one needs the
+                    // old one gone.
+                    if deaf
+                        && last_key.take().is_some()
+                        && let Err(e) = self
+                            .rest
+                            .key_call(Method::DELETE, "/fapi/v1/listenKey", &[])
+                            .await
+                    {
+                        tracing::warn!(error = %e, "stream: could not delete the deaf listenKey");
+                    }
                     if started.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_millis(250);
                     }
@@ -253,10 +294,10 @@ impl Stream {
                 }
             }
         }
-        if let (Market::Usdm, Some(key)) = (self.market(), last_key) {
+        if let (Market::Usdm, Some(_)) = (self.market(), last_key) {
             match self
                 .rest
-                .key_call(Method::DELETE, "/fapi/v1/listenKey", &[("listenKey", key)])
+                .key_call(Method::DELETE, "/fapi/v1/listenKey", &[])
                 .await
             {
                 Ok(_) => tracing::info!(event = "listen_key_deleted", "stream: listenKey deleted"),
@@ -284,8 +325,8 @@ impl Stream {
         }))
     }
 
-    /// Applies a snapshot; returns how many changes it made.
-    async fn apply_snapshot(&mut self, snap: Snapshot) -> anyhow::Result<usize> {
+    /// Applies a snapshot; returns its changes per kind.
+    async fn apply_snapshot(&mut self, snap: Snapshot) -> anyhow::Result<Counts> {
         for f in &snap.fills {
             self.advance_cursor(&f.symbol, f.trade_id);
         }
@@ -295,9 +336,9 @@ impl Stream {
             snap.orders.len(),
             snap.fills.len(),
         );
-        let n = self
+        let changes = self
             .cache
-            .apply_and_wait(snap.as_of, Update::Snapshot(snap))
+            .apply_and_count(snap.as_of, Update::Snapshot(snap))
             .await?;
         tracing::info!(
             event = "snapshot_applied",
@@ -305,10 +346,36 @@ impl Stream {
             positions = counts.1,
             orders = counts.2,
             backfilled_fills = counts.3,
-            changes = n,
+            changes = changes.total(),
             "snapshot applied"
         );
-        Ok(n)
+        Ok(changes)
+    }
+
+    /// After a reconciliation (counted here): is the stream deaf? (See `DEAF_STRIKES`.)
+    fn judge_hearing(&mut self, corrections: Counts) -> bool {
+        metrics::counter!("acctstate_reconciliations_total").increment(1);
+        let owned = corrections.of(Kind::Order) + corrections.of(Kind::Fill);
+        if owned > 0 && self.heard == 0 {
+            self.deaf_strikes += 1;
+        } else {
+            self.deaf_strikes = 0;
+        }
+        self.heard = 0;
+        if self.deaf_strikes < DEAF_STRIKES {
+            return false;
+        }
+        self.deaf_strikes = 0;
+        self.health.deaf.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("acctstate_stream_deaf_total").increment(1);
+        tracing::error!(
+            event = "stream_deaf",
+            reconciliations = DEAF_STRIKES,
+            order_corrections = corrections.of(Kind::Order),
+            fill_corrections = corrections.of(Kind::Fill),
+            "stream deaf: reconciliations keep correcting orders and fills while the stream delivers nothing; reconnecting with a fresh listenKey"
+        );
+        true
     }
 
     /// Applies one stream event. The trade cursor moves only here, once the fill is in the
@@ -354,7 +421,11 @@ impl Stream {
         let mut buffer: Option<Vec<(Millis, Update)>> = Some(Vec::new());
         let mut snapshot_task = Some(self.spawn_snapshot(self.gap_since));
         let mut initial = true;
+        self.heard = 0;
+        self.deaf_strikes = 0;
         let mut last_frame = Instant::now();
+        // When the ping in flight is due to be answered (any frame answers it).
+        let mut pong_due: Option<Instant> = None;
         let rotate_at = Instant::now() + self.cfg.rotate_after;
         let mut ping = tokio::time::interval(self.cfg.ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -376,6 +447,12 @@ impl Stream {
                     None => std::future::pending().await,
                 }
             };
+            let unanswered = async {
+                match pong_due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => {
                     let _ = s.ws.close(None).await;
@@ -383,6 +460,7 @@ impl Stream {
                 }
                 msg = s.ws.next() => {
                     last_frame = Instant::now();
+                    pong_due = None;
                     self.health.last_frame_ms.store(now_ms(), Ordering::Relaxed);
                     let updates = match msg {
                         Some(Ok(Message::Text(t))) => match self.on_text(t.as_str()) {
@@ -450,13 +528,20 @@ impl Stream {
                         Ok(Err(e)) => { tracing::warn!(error = %format!("{e:#}"), "reconciliation snapshot failed"); continue; }
                         Err(e) => return End::Reconnect(format!("snapshot task failed: {e}")),
                     };
-                    let n = match self.apply_snapshot(snap).await {
-                        Ok(n) => n,
+                    let counts = match self.apply_snapshot(snap).await {
+                        Ok(c) => c,
                         Err(_) => return End::Cancelled,
                     };
+                    let n = counts.total();
                     if !initial && n > 0 {
                         metrics::counter!("acctstate_resync_corrections_total").increment(n as u64);
                         tracing::warn!(event = "resync_corrections", corrections = n, "reconciliation corrected the cache");
+                    }
+                    if initial {
+                        self.heard = 0;
+                    } else if self.judge_hearing(counts) {
+                        let _ = s.ws.close(None).await;
+                        return End::Deaf("deaf: reconciliations correct what the stream never delivered".into());
                     }
                     if let Some(buffered) = buffer.take() {
                         // The gap is covered (a handover after serverShutdown has none, but the
@@ -480,10 +565,13 @@ impl Stream {
                     if s.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
                         return End::Reconnect("ping failed".into());
                     }
+                    pong_due.get_or_insert(Instant::now() + self.cfg.pong_timeout);
+                }
+                _ = unanswered => {
+                    return End::Reconnect(format!("no answer to a ping within {} s (half-open connection)", self.cfg.pong_timeout.as_secs()));
                 }
                 _ = keepalive.tick(), if s.listen_key.is_some() => {
-                    let key = s.listen_key.clone().unwrap_or_default();
-                    match self.rest.key_call(Method::PUT, "/fapi/v1/listenKey", &[("listenKey", key)]).await {
+                    match self.rest.key_call(Method::PUT, "/fapi/v1/listenKey", &[]).await {
                         Ok(_) => tracing::debug!("listenKey kept alive"),
                         Err(e) if e.code() == Some(-1125) => return End::Reconnect("listenKey no longer exists (-1125)".into()),
                         Err(e) => tracing::warn!(error = %e, "listenKey keepalive failed"),
@@ -514,6 +602,15 @@ impl Stream {
                 return Ok(Vec::new());
             }
         };
+        if matches!(
+            frame,
+            Frame::Update { .. }
+                | Frame::Updates { .. }
+                | Frame::Info { .. }
+                | Frame::Unknown { .. }
+        ) {
+            self.heard += 1;
+        }
         match frame {
             Frame::Update {
                 event_time,
@@ -579,6 +676,7 @@ async fn open(rest: &RestClient, cfg: &StreamConfig) -> Result<Session, OpenErro
             Ok(Session {
                 ws,
                 listen_key: None,
+                url: cfg.ws_url.clone(),
             })
         }
         Market::Usdm => {
@@ -586,18 +684,35 @@ async fn open(rest: &RestClient, cfg: &StreamConfig) -> Result<Session, OpenErro
                 .key_call(Method::POST, "/fapi/v1/listenKey", &[])
                 .await?;
             let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
-            let url = format!("{}/private/ws/{key}", cfg.ws_url);
-            let ws = connect(cfg, &url).await?;
+            let url = usdm_url(cfg, &key);
+            let redacted = usdm_url(cfg, LISTEN_KEY_REDACTED);
+            let ws = connect(cfg, &url)
+                .await
+                .map_err(|e| OpenError::Other(e.to_string().replace(&key, LISTEN_KEY_REDACTED)))?;
             tracing::info!(
                 event = "stream_connected",
+                url = %redacted,
                 "stream: connected (usdm listenKey stream)"
             );
             Ok(Session {
                 ws,
                 listen_key: Some(key),
+                url: redacted,
             })
         }
     }
+}
+
+/// What stands for the listenKey in logs, errors and `check`.
+const LISTEN_KEY_REDACTED: &str = "<listenKey>";
+
+/// `{ws_url}/private/ws?listenKey=<key>&events=<E1>/<E2>/…` (SPEC §1.2).
+fn usdm_url(cfg: &StreamConfig, key: &str) -> String {
+    format!(
+        "{}/private/ws?listenKey={key}&events={}",
+        cfg.ws_url,
+        cfg.usdm_events.join("/")
+    )
 }
 
 /// Spot: `userDataStream.subscribe.signature`, then wait for its answer.
@@ -668,12 +783,13 @@ async fn subscribe(rest: &RestClient, ws: &mut Ws) -> Result<(), OpenError> {
     }
 }
 
-/// Opens a user-data session and closes it again: `acctstate check`'s stream probe.
-/// (USD-M: the listenKey is left alive; it is shared with a running daemon.)
-pub async fn probe(rest: &RestClient, cfg: &StreamConfig) -> Result<(), String> {
+/// Opens a user-data session the way `run` does and closes it again: `acctstate check`'s
+/// stream probe. Returns the URL it opened (listenKey redacted). (USD-M: the listenKey is left
+/// alive; it is shared with a running daemon.)
+pub async fn probe(rest: &RestClient, cfg: &StreamConfig) -> Result<String, String> {
     let mut session = open(rest, cfg).await.map_err(|e| e.to_string())?;
     let _ = session.ws.close(None).await;
-    Ok(())
+    Ok(session.url)
 }
 
 /// A control event that ends the connection.

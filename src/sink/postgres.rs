@@ -14,7 +14,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{ConnectOptions, Postgres, Transaction};
 use tokio::sync::mpsc;
 
 use crate::account::{Change, ChangeBatch, Entity, Kind};
@@ -34,7 +34,13 @@ pub fn lazy_pool(settings: &PostgresSettings) -> anyhow::Result<PgPool> {
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy_with(opts.application_name("acctstate")))
+        // Every statement at debug would drown an operator's debug log (and its lines carry no
+        // `message`): statements at trace, slow ones (> 1 s) at warn.
+        .connect_lazy_with(
+            opts.application_name("acctstate")
+                .log_statements(tracing::log::LevelFilter::Trace)
+                .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)),
+        ))
 }
 
 /// The highest seq Postgres holds for the account, if it answers quickly.

@@ -9,4 +9,6 @@ mod faults;
 mod fuzz;
 mod ops;
 mod paused;
+mod procs;
 mod spine;
+mod usdm;

@@ -8,141 +8,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
+use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim};
 use fred::interfaces::{ClientLike, KeysInterface};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::common::*;
-
-/// A short-lived command's outcome.
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs `acctstate ARGS` to completion (off the runtime's threads), within `timeout`.
-async fn run_to_end(args: &[&str], vars: &[(&str, &str)], timeout: Duration) -> Output {
-    let mut cmd = command(args, vars);
-    let started = Instant::now();
-    let out = tokio::time::timeout(
-        timeout,
-        tokio::task::spawn_blocking(move || cmd.output().expect("run acctstate")),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("acctstate {args:?} did not finish within {timeout:?}"))
-    .unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
-}
-
-/// The owned pieces of one daemon's environment: its sim, database, prefix and account.
-struct Env {
-    sim: Sim,
-    db_url: String,
-    pool: sqlx::PgPool,
-    prefix: String,
-    account: String,
-}
-
-impl Env {
-    async fn new() -> Env {
-        let sim = Sim::start(SimConfig::new(SimMarket::Spot))
-            .await
-            .expect("sim starts");
-        let (db_url, pool) = fresh_db().await;
-        Env {
-            sim,
-            db_url,
-            pool,
-            prefix: unique_prefix(),
-            account: unique_account(),
-        }
-    }
-
-    /// The variables of a daemon on this sim, Postgres `db_url`, Redis, JSON logs, port 0.
-    fn vars_with_db<'a>(&'a self, db_url: &'a str) -> Vec<(&'a str, String)> {
-        vec![
-            ("ACCTSTATE__BINANCE__REST_URL", self.sim.rest_url()),
-            ("ACCTSTATE__BINANCE__WS_URL", self.sim.ws_url()),
-            ("BINANCE_API_KEY", DEMO_API_KEY.to_owned()),
-            ("BINANCE_API_SECRET", DEMO_API_SECRET.to_owned()),
-            ("DATABASE_URL", db_url.to_owned()),
-            ("REDIS_URL", redis_url()),
-            ("ACCTSTATE__REDIS__PREFIX", self.prefix.clone()),
-            ("ACCTSTATE__ACCOUNT_ID", self.account.clone()),
-            ("ACCTSTATE__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
-            ("ACCTSTATE__LOG__FORMAT", "json".to_owned()),
-        ]
-    }
-
-    fn vars(&self) -> Vec<(&str, String)> {
-        self.vars_with_db(&self.db_url)
-    }
-
-    async fn cleanup(&self) {
-        redis_cleanup(&self.prefix, &self.account).await;
-    }
-}
-
-/// `[(k, String)]` → `[(k, &str)]`.
-fn borrow<'a>(vars: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
-    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// Replaces (or adds) `key` in `vars`.
-fn set_var<'a>(vars: &mut Vec<(&'a str, String)>, key: &'a str, value: &str) {
-    vars.retain(|(k, _)| *k != key);
-    vars.push((key, value.to_owned()));
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let r = http().get(url).send().await.expect("GET");
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
-}
-
-/// Polls `url` until it answers `status`; returns the body.
-async fn wait_status(url: &str, status: u16, what: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let last = http().get(url).send().await;
-        if let Ok(r) = last
-            && r.status().as_u16() == status
-        {
-            return r.text().await.unwrap_or_default();
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every stdout line is one JSON object with the contract's fields, and none holds a secret.
-fn assert_json_logs(lines: &[String], secrets: &[&str]) {
-    assert!(!lines.is_empty(), "no log lines at all");
-    for line in lines {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-        let obj = v
-            .as_object()
-            .unwrap_or_else(|| panic!("not an object: {line}"));
-        for field in ["timestamp", "level", "target", "message"] {
-            assert!(
-                obj.get(field).is_some_and(Value::is_string),
-                "log line without a string `{field}`: {line}"
-            );
-        }
-        for s in secrets {
-            assert!(!line.contains(s), "a secret appears in the log: {line}");
-        }
-    }
-}
+use crate::procs::*;
 
 #[test]
 fn the_prometheus_parser_is_strict() {
@@ -520,24 +392,6 @@ async fn bearer_token_guards_v1_only() {
 }
 
 /// The parsed `check --json` report; asserts the process answered 0 or 1 with JSON.
-fn check_report(out: &Output) -> Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check --json is not JSON ({e})\nstdout: {}\nstderr: {}",
-            out.stdout, out.stderr
-        )
-    })
-}
-
-fn check_named<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` check: {report:#}"))
-}
-
 /// `acctstate check`: 0 with every required check ok; 1 with a hint for each failure; never
 /// a secret in its output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,6 +546,18 @@ async fn bad_configuration_exits_2_naming_the_key() {
             "ACCTSTATE__BINANCE__RECV_WINDOW_MS",
             "70000",
             vec!["binance.recv_window_ms"],
+        ),
+        (
+            vec![],
+            "ACCTSTATE__BINANCE__USDM_EVENTS",
+            "ORDER_TRADE_UPDATE/ACCOUNT_UPDATE",
+            vec!["binance.usdm_events", "listenKeyExpired"],
+        ),
+        (
+            vec![],
+            "ACCTSTATE__BINANCE__USDM_EVENTS",
+            "ORDER_TRADE_UPDATE/listenKeyExpired/ORDER_UPDATE",
+            vec!["binance.usdm_events", "ORDER_UPDATE"],
         ),
         (vec![], "DATABASE_URL", "mysql://x", vec!["postgres.url"]),
         (

@@ -79,6 +79,7 @@ fn register_zeroes() {
         "acctstate_pg_history_dropped_total",
         "acctstate_redis_errors_total",
         "acctstate_redis_dropped_total",
+        "acctstate_redis_state_lost_total",
     ] {
         metrics::counter!(name).increment(0);
     }

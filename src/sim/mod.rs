@@ -280,7 +280,8 @@ impl Sim {
         format!("http://{}", self.addr())
     }
 
-    /// Spot: `ws://127.0.0.1:PORT/ws-api/v3`; USD-M: `ws://127.0.0.1:PORT` (append `/private/ws/<key>`).
+    /// Spot: `ws://127.0.0.1:PORT/ws-api/v3`; USD-M: `ws://127.0.0.1:PORT` (append
+    /// `/private/ws?listenKey=<key>&events=…` or a stream-mode path).
     pub fn ws_url(&self) -> String {
         match self.market() {
             SimMarket::Spot => format!("ws://{}/ws-api/v3", self.addr()),

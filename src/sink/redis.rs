@@ -5,6 +5,12 @@
 //! messages are dropped (counted); once Redis answers again the state keys are rewritten from
 //! the cache's view and `{"event":"resync"}` is published on `P:status`. Changes the view
 //! already covers (seq ≤ the view's) are then skipped, so nothing is applied twice.
+//!
+//! The state keys must always be exactly the cache, whatever happened to Redis. Every write
+//! swaps `P:seq` (`SET … GET`) and checks that it held the seq this publisher wrote last, and a
+//! quiet publisher reads `P:seq` every `PROBE_EVERY`: a Redis that lost its data (restarted
+//! empty, flushed, failed over) or was written by someone else is rewritten from the cache —
+//! without relying on the client noticing a reconnect.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +27,8 @@ use crate::account::{CacheHandle, Change, ChangeBatch, Entity, Kind};
 
 /// Most changes in one MULTI/EXEC.
 const MAX_BATCH: usize = 2000;
+/// A quiet publisher checks this often that Redis still holds what it wrote.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The key and channel names of one account. The names the publisher uses per change are
 /// built once (`fred` keys and channel names are reference-counted, so each use is a cheap
@@ -117,10 +125,30 @@ fn message_text(account_json: &str, c: &Change, data: &str) -> String {
     out
 }
 
-/// Writes and publishes one batch of changes in one MULTI/EXEC.
-async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::Result<()> {
+/// What `P:seq` held before a write swapped it.
+type PrevSeq = Option<i64>;
+
+/// The old value of the `SET … GET` that ends every MULTI/EXEC (its last reply).
+fn prev_seq(replies: &Value) -> anyhow::Result<PrevSeq> {
+    let last = match replies {
+        Value::Array(v) => v.last().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    match last {
+        Value::Null => Ok(None),
+        v => v
+            .convert::<String>()
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(Some)
+            .context("P:seq holds something other than a seq"),
+    }
+}
+
+/// Writes and publishes one batch of changes in one MULTI/EXEC; returns what `P:seq` held.
+async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::Result<PrevSeq> {
     let Some(last) = changes.last() else {
-        return Ok(());
+        return Ok(None);
     };
     let trx = client.multi();
     for c in changes {
@@ -147,10 +175,10 @@ async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::R
         let _: () = trx.publish(keys.channel_str(c.kind()), msg).await?;
     }
     let _: () = trx
-        .set(keys.seq.clone(), last.seq, None, None, false)
+        .set(keys.seq.clone(), last.seq, None, None, true)
         .await?;
-    let _: Value = trx.exec(true).await.context("MULTI/EXEC")?;
-    Ok(())
+    let replies: Value = trx.exec(true).await.context("MULTI/EXEC")?;
+    prev_seq(&replies)
 }
 
 /// Rewrites every state key from the cache's view and publishes the resync status.
@@ -198,6 +226,23 @@ async fn resync(client: &Client, keys: &Keys, view: &AccountView) -> anyhow::Res
     Ok(())
 }
 
+/// Redis lost (or someone else changed) what this publisher wrote: `P:seq` no longer holds the
+/// seq it wrote last.
+fn diverged(keys: &Keys, found: PrevSeq, written: Option<i64>) -> bool {
+    if found == written {
+        return false;
+    }
+    metrics::counter!("acctstate_redis_state_lost_total").increment(1);
+    tracing::warn!(
+        event = "redis_state_lost",
+        account_id = %keys.account_id,
+        found = ?found,
+        written = ?written,
+        "redis no longer holds the state keys written (restarted empty, flushed or written by another process): rewriting them from the cache"
+    );
+    true
+}
+
 /// Runs until the change channel closes and every queued change has been tried.
 pub async fn run(
     client: Client,
@@ -225,6 +270,9 @@ pub async fn run(
     let _connection = client.connect();
     let mut needs_resync = true;
     let mut covered_seq = i64::MIN;
+    // The seq this publisher last left in `P:seq`, and when it last knew Redis held it.
+    let mut written: Option<i64> = None;
+    let mut confirmed = Instant::now();
     let mut last_attempt: Option<Instant> = None;
     let mut up = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -251,6 +299,8 @@ pub async fn run(
                 match cache.view().await {
                     Ok(view) => match resync(&client, &keys, &view).await {
                         Ok(()) => {
+                            written = Some(view.seq);
+                            confirmed = Instant::now();
                             tracing::info!(
                                 event = "redis_up",
                                 seq = view.seq,
@@ -275,6 +325,16 @@ pub async fn run(
             }
         }
         if batches.is_empty() {
+            if !needs_resync && confirmed.elapsed() >= PROBE_EVERY {
+                confirmed = Instant::now();
+                match client.get::<Option<String>, _>(keys.seq.clone()).await {
+                    Ok(v) => {
+                        let found = v.and_then(|s| s.parse::<i64>().ok());
+                        needs_resync = diverged(&keys, found, written);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "redis probe failed"),
+                }
+            }
             continue;
         }
         let all: Vec<ChangeBatch> = std::mem::take(&mut batches);
@@ -291,12 +351,21 @@ pub async fn run(
         for chunk in changes.chunks(MAX_BATCH) {
             let started = Instant::now();
             match publish(&client, &keys, chunk).await {
-                Ok(()) => {
+                Ok(prev) => {
                     metrics::histogram!("acctstate_redis_publish_seconds")
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("acctstate_redis_published_total")
                         .increment(chunk.len() as u64);
                     set_up(&mut up, true);
+                    let lost = diverged(&keys, prev, written);
+                    written = chunk.last().map(|c| c.seq);
+                    confirmed = Instant::now();
+                    if lost {
+                        // This batch landed on a Redis without the rest: rewrite it all (the
+                        // view then covers this batch and the ones still queued).
+                        needs_resync = true;
+                        break;
+                    }
                 }
                 Err(e) => {
                     metrics::counter!("acctstate_redis_errors_total").increment(1);

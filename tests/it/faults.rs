@@ -625,3 +625,46 @@ async fn spot_hostile_frames_are_survived_counted_and_logged() {
     );
     b.finish(d, 300, &injected).await;
 }
+
+/// Redis restarted empty, or its keys flushed, while the account is quiet (nothing is published,
+/// so no write fails, and a flush is no reconnect): the state keys must come back complete —
+/// every balance and open order the cache holds — without waiting for the entities to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_while_quiet_gets_every_state_key_back() {
+    let mut redis = PrivateRedis::start().await;
+    let mut b = Bounce::new(SimMarket::Spot, None, Some(redis.url())).await;
+    let d = b.start().await;
+    b.sim.run(2_000, Some(RATE)).await;
+    assert_converged(&b.sim, &b.observed(&d, &[])).await;
+    for round in 0..3 {
+        redis.kill();
+        redis.start_again().await;
+        b.redis = redis_client_at(&redis.url()).await;
+        let fresh = RedisState::read(&b.redis, &b.prefix, &b.account).await;
+        assert!(
+            fresh.balances.is_empty(),
+            "round {round}: Redis came back empty"
+        );
+        eventually(WAIT, "the state keys are complete again", || async {
+            check_converged(&b.sim, &b.observed(&d, &[])).await.is_ok()
+        })
+        .await;
+    }
+    // A flush (or eviction) of this account's keys: no reconnect tells the daemon.
+    let _: i64 = fred::interfaces::KeysInterface::del(
+        &b.redis,
+        vec![
+            format!("{}:{}:balances", b.prefix, b.account),
+            format!("{}:{}:open_orders", b.prefix, b.account),
+            format!("{}:{}:seq", b.prefix, b.account),
+        ],
+    )
+    .await
+    .expect("DEL");
+    eventually(WAIT, "the flushed state keys are rewritten", || async {
+        check_converged(&b.sim, &b.observed(&d, &[])).await.is_ok()
+    })
+    .await;
+    b.sim.run(MIN_EVENTS as usize, Some(RATE)).await;
+    b.finish(d, 300, &[]).await;
+}

@@ -146,6 +146,23 @@ impl Sim {
             .map(|k| k.key.clone())
     }
 
+    /// `per_mille` of the trading actions from now on happen without any event: orders placed,
+    /// filled or cancelled and balances moved that only REST shows (Binance does not promise
+    /// that a connected stream carries every event).
+    pub fn set_unannounced(&self, per_mille: u32) {
+        self.inner().lock().unannounced_per_mille = per_mille.min(1000);
+    }
+
+    /// How many trading actions went unannounced.
+    pub fn unannounced(&self) -> u64 {
+        self.inner().lock().unannounced
+    }
+
+    /// While on, WebSocket upgrades are refused with HTTP 503 (open connections stay).
+    pub fn set_refuse_connections(&self, on: bool) {
+        self.inner().lock().refuse_ws = on;
+    }
+
     /// Every event is sent twice.
     pub fn set_duplicate_events(&self, on: bool) {
         self.inner().lock().duplicate = on;

@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -324,8 +326,15 @@ impl Sim {
         let now = inner.server_time();
         let mut core = inner.lock();
         let mut delivered = core.expire_if_due(now);
-        let events = core.model.step(now);
+        let mut events = core.model.step(now);
         let n = events.len();
+        if core.unannounced_per_mille > 0
+            && core.key_rng.random_range(0..1000) < core.unannounced_per_mille
+        {
+            // The action happened (REST shows it); the stream never tells.
+            core.unannounced += 1;
+            events.clear();
+        }
         let mut log = inner.send_log.lock().unwrap_or_else(|e| e.into_inner());
         let times: Option<Vec<i64>> = log
             .is_some()

@@ -71,6 +71,13 @@ pub(crate) struct Core {
     pub reorder: bool,
     pub pending: Option<Value>,
     pub fail: Option<FailRest>,
+    /// Per mille of trading actions whose events are never delivered (their effect reaches REST
+    /// only: Binance does not promise that a live stream carries every event).
+    pub unannounced_per_mille: u32,
+    /// How many actions went unannounced.
+    pub unannounced: u64,
+    /// WebSocket upgrades are refused (HTTP 503) while set.
+    pub refuse_ws: bool,
     /// The latest event time emitted, shared with `Inner::server_time` (see there).
     pub clock_floor: Arc<AtomicI64>,
 }
@@ -88,6 +95,9 @@ impl Core {
             reorder: false,
             pending: None,
             fail: None,
+            unannounced_per_mille: 0,
+            unannounced: 0,
+            refuse_ws: false,
         }
     }
 
@@ -461,20 +471,49 @@ fn handle(
                 .collect()
         }
         "/api/v3/myTrades" | "/fapi/v1/userTrades" => {
+            // As Binance: `fromId` goes with no time bound; a time window is at most 24 hours
+            // (Spot) or 7 days (USD-M), and one bound alone means that long from (or up to) it;
+            // without either the most recent `limit` trades.
             let sym = symbol.ok_or_else(|| ApiError::mandatory("symbol"))?;
             let num = |k: &str| num(&params, k);
             let order_id = num("orderId")?;
             let from_id = num("fromId")?;
+            let (start, end) = (num("startTime")?, num("endTime")?);
             let limit = limit_param(&params)?;
+            let span = match market {
+                SimMarket::Spot => 24 * 3_600_000,
+                SimMarket::Usdm => 7 * 24 * 3_600_000,
+            };
+            if from_id.is_some() && (start.is_some() || end.is_some()) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    -1128,
+                    "Combination of optional parameters invalid.",
+                ));
+            }
+            let window = match (start, end) {
+                (Some(s), Some(e)) if e - s > span || e < s => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        -1127,
+                        "More than 24 hours between startTime and endTime.",
+                    ));
+                }
+                (Some(s), Some(e)) => Some((s, e)),
+                (Some(s), None) => Some((s, s + span)),
+                (None, Some(e)) => Some((e - span, e)),
+                (None, None) => None,
+            };
             let mut trades: Vec<&super::SimFill> =
                 m.st.fills
                     .values()
                     .filter(|f| f.symbol == sym)
                     .filter(|f| order_id.is_none_or(|id| f.order_id == id))
                     .filter(|f| from_id.is_none_or(|id| f.trade_id >= id))
+                    .filter(|f| window.is_none_or(|(s, e)| (s..=e).contains(&f.traded_at)))
                     .collect();
             trades.sort_by_key(|f| f.trade_id);
-            let trades: Vec<&super::SimFill> = if from_id.is_some() {
+            let trades: Vec<&super::SimFill> = if from_id.is_some() || window.is_some() {
                 trades.into_iter().take(limit).collect()
             } else {
                 let skip = trades.len().saturating_sub(limit);
@@ -581,12 +620,26 @@ pub(crate) fn close_usdm_streams(core: &mut Core, abort: bool) {
 
 // ------------------------------------------------------------------- WebSocket
 
+/// The answer to an upgrade while connections are refused.
+fn refused(inner: &Inner) -> Option<Response> {
+    inner
+        .lock()
+        .refuse_ws
+        .then(|| (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable.").into_response())
+}
+
 async fn ws_spot(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    if let Some(r) = refused(&inner) {
+        return r;
+    }
     ws.on_upgrade(move |socket| conn_task(inner, socket, UsdmConn::default()))
 }
 
 /// `/private/ws?listenKey=…&events=…` and `/private/stream?…` (stream mode).
 async fn ws_usdm(State(inner): State<Arc<Inner>>, uri: Uri, ws: WebSocketUpgrade) -> Response {
+    if let Some(r) = refused(&inner) {
+        return r;
+    }
     let wrapped = uri.path() == "/private/stream";
     let usdm = UsdmConn::from_query(uri.query().unwrap_or(""), wrapped);
     ws.on_upgrade(move |socket| conn_task(inner, socket, usdm))

@@ -15,18 +15,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::change::seq_floor;
-use crate::account::{AccountState, CacheHandle, actor};
+use crate::account::{AccountState, CacheHandle, Millis, actor};
 use crate::binance::rest::RestClient;
+use crate::binance::snapshot::{self, TradeCursors};
 use crate::binance::stream::{Stream, StreamConfig, StreamHealth};
 use crate::config::{Settings, redact_url};
 use crate::http::HttpState;
 use crate::sink;
+use crate::sink::resume::Resume;
 
 /// The running spine: cache actor + sinks.
 pub struct Core {
     pub cache: CacheHandle,
     pub pg: Option<PgPool>,
     pub first_seq: i64,
+    /// Where the earlier run's recorded trades end, per symbol.
+    pub cursors: TradeCursors,
+    /// The last stream event an earlier run recorded: the restart's recovery starts before it.
+    pub last_event: Option<Millis>,
     actor: JoinHandle<()>,
     sinks: Vec<JoinHandle<()>>,
 }
@@ -58,18 +64,33 @@ impl Core {
             );
             None
         };
-        let last = match &pg {
-            Some(pool) => sink::postgres::last_seq(pool, &account_id).await,
-            None => None,
+        let resume = match &pg {
+            Some(pool) => {
+                let now = chrono::Utc::now().timestamp_millis();
+                Resume::read(pool, &account_id, |last_event| {
+                    // Where the first recovery window can begin, with a minute to spare.
+                    last_event
+                        .map_or(now, |t| t - snapshot::RECOVERY_OVERLAP_MS)
+                        .max(now - snapshot::RECOVERY_LOOKBACK_MS)
+                        - 60_000
+                })
+                .await
+            }
+            None => Resume::default(),
         };
-        let first_seq = seq_floor(last, chrono::Utc::now().timestamp_micros());
+        let first_seq = seq_floor(resume.last_seq, chrono::Utc::now().timestamp_micros());
         let mut state = AccountState::new(account_id.clone(), settings.market(), first_seq);
-        if let Some(pool) = &pg {
-            // Orders an earlier run left open: the first snapshot closes those that ended since.
-            let open = sink::postgres::open_orders(pool, &account_id).await;
-            tracing::info!(orders = open.len(), "open orders restored from postgres");
-            state.restore_open_orders(open);
-        }
+        // Orders an earlier run left open: the first snapshot closes those that ended since.
+        // Fills and finished orders it recorded lately: the recovery window asks for them again,
+        // and the cache must know them to drop them.
+        tracing::info!(
+            orders = resume.open_orders.len(),
+            fills = resume.recent_fills.len(),
+            finished_orders = resume.recent_finished.len(),
+            "open orders and recent history restored from postgres"
+        );
+        state.restore_open_orders(resume.open_orders);
+        state.remember_recorded(&resume.recent_fills, &resume.recent_finished);
 
         let mut senders = Vec::new();
         let pg_rx = pg.as_ref().map(|_| {
@@ -114,6 +135,8 @@ impl Core {
             cache,
             pg,
             first_seq,
+            cursors: resume.cursors,
+            last_event: resume.last_event,
             actor,
             sinks,
         })
@@ -141,34 +164,6 @@ impl Core {
     }
 }
 
-/// The highest trade id Postgres holds per symbol: where trade backfill resumes after a restart.
-async fn trade_cursors(pool: &PgPool, account_id: &str) -> crate::binance::snapshot::TradeCursors {
-    let q = sqlx::query_as::<_, (String, i64)>(
-        "SELECT symbol, max(trade_id) FROM fills WHERE account_id = $1 GROUP BY symbol",
-    )
-    .bind(account_id)
-    .fetch_all(pool);
-    match tokio::time::timeout(Duration::from_secs(5), q).await {
-        Ok(Ok(rows)) => rows.into_iter().collect(),
-        _ => Default::default(),
-    }
-}
-
-/// The exchange time of the last stream event an earlier run recorded: the restart's resync
-/// looks for orders created since then (minus a margin).
-async fn last_stream_event(pool: &PgPool, account_id: &str) -> Option<crate::account::Millis> {
-    let q = sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
-        "SELECT max(event_time) FROM account_changes
-         WHERE account_id = $1 AND source = 'stream' AND kind <> 'status'",
-    )
-    .bind(account_id)
-    .fetch_one(pool);
-    match tokio::time::timeout(Duration::from_secs(5), q).await {
-        Ok(Ok(Some(t))) => Some(t.timestamp_millis() - 5_000),
-        _ => None,
-    }
-}
-
 /// The whole daemon: spine + exchange stream + HTTP, until `cancel`; then the ordered drain.
 /// `on_http` learns the bound HTTP address (tests and `demo` listen on port 0).
 pub async fn run_daemon(
@@ -177,13 +172,6 @@ pub async fn run_daemon(
     on_http: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
     let core = Core::start(&settings).await?;
-    let (cursors, gap_since) = match &core.pg {
-        Some(pool) => (
-            trade_cursors(pool, &settings.account_id).await,
-            last_stream_event(pool, &settings.account_id).await,
-        ),
-        None => Default::default(),
-    };
     let rest = Arc::new(RestClient::new(&settings)?);
     let health = Arc::new(StreamHealth::default());
     let http_state = HttpState {
@@ -209,8 +197,8 @@ pub async fn run_daemon(
         core.cache.clone(),
         StreamConfig::from_settings(&settings),
         health,
-        cursors,
-        gap_since,
+        core.cursors.clone(),
+        core.last_event,
     );
     let stream_result = stream.run(cancel.clone()).await;
     if let Err(e) = &stream_result {

@@ -165,6 +165,17 @@ impl AccountState {
         }
     }
 
+    /// Fills and finished orders already recorded (by an earlier run): an update repeating
+    /// them is a duplicate, not a change.
+    pub fn remember_recorded(&mut self, fills: &[(String, i64)], finished: &[(String, i64)]) {
+        for (symbol, trade_id) in fills {
+            self.fills.insert(symbol, *trade_id);
+        }
+        for (symbol, order_id) in finished {
+            self.finished_orders.insert(symbol, *order_id);
+        }
+    }
+
     pub fn open_order_count(&self) -> usize {
         self.open_orders.len()
     }

@@ -1,10 +1,14 @@
 //! REST snapshots of the whole account, in domain terms, for the resync after every (re)connect
 //! and the periodic reconciliation.
 //!
-//! Besides balances, positions and open orders it learns what a gap hid: the final state of
-//! orders that left the open set, and trades the stream did not deliver (per symbol, from the
-//! last trade id seen, and per order whose filled quantity grew), and — after a gap — the orders
-//! that were created and ended while nobody listened (`allOrders` since the gap began).
+//! Besides balances, positions and open orders it recovers what the stream did not deliver —
+//! after a gap, and while connected too (Binance does not promise that a live stream carries
+//! every event): the final state of orders that left the open set, and, per known symbol, every
+//! trade and every order created in a time window that reaches back over the last recovery
+//! (`RECOVERY_OVERLAP_MS` before it; inserts are idempotent, so asking again is safe). The
+//! highest trade id is not trusted: an unannounced trade with a lower id than a later announced
+//! one is still inside the window. Only a symbol whose history is older than the window (a long
+//! downtime) is read from its last trade id instead.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -14,19 +18,47 @@ use super::convert;
 use super::rest::RestClient;
 use crate::account::{AccountView, Fill, Market, Millis, Order, Snapshot};
 
-/// The highest trade id seen per symbol: where trade backfill starts.
-pub type TradeCursors = BTreeMap<String, i64>;
+/// The highest trade id seen in a symbol, and when it traded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub trade_id: i64,
+    pub traded_at: Millis,
+}
+
+/// Per symbol: where its recorded trade history ends.
+pub type TradeCursors = BTreeMap<String, Cursor>;
+
+/// Each recovery reaches this far back before the previous one's snapshot time: trades that
+/// reached REST late (Binance: "RESTful endpoints may experience query delays") are asked for
+/// again.
+pub const RECOVERY_OVERLAP_MS: Millis = 60_000;
+/// The longest window a recovery asks for (Binance's Spot trade queries span at most 24 hours).
+pub const RECOVERY_LOOKBACK_MS: Millis = 24 * 3_600_000 - 60_000;
+/// The span of one trade query: the window's end lies well past "now" (at least a minute, as the
+/// lookback leaves it), so a trade the exchange stamped after our estimate of its clock is
+/// still inside.
+const TRADE_QUERY_SPAN_MS: Millis = 24 * 3_600_000 - 1_000;
+
+/// A snapshot, and whether its recovery asked every question it meant to (if not, the next one
+/// covers the same window again).
+pub struct Fetched {
+    pub snap: Snapshot,
+    pub recovered: bool,
+}
 
 /// Takes a snapshot and resolves what the cache holds that the snapshot does not explain.
-/// `gap_since` is the exchange time from which the stream may have missed events (`None` for a
-/// reconciliation while connected).
+/// `since` is the exchange time from which events may have been missed (the last complete
+/// recovery, less the overlap); `None` at a first start (the last overlap only).
 pub async fn fetch(
     rest: &RestClient,
     view: &AccountView,
     cursors: &TradeCursors,
-    gap_since: Option<Millis>,
-) -> anyhow::Result<Snapshot> {
+    since: Option<Millis>,
+) -> anyhow::Result<Fetched> {
     let as_of = rest.server_now();
+    let from = since
+        .unwrap_or(as_of - RECOVERY_OVERLAP_MS)
+        .max(as_of - RECOVERY_LOOKBACK_MS);
     let mut snap = Snapshot {
         as_of,
         ..Snapshot::default()
@@ -60,31 +92,40 @@ pub async fn fetch(
         }
     }
     snap.checked_orders = Some(view.open_orders.keys().cloned().collect());
-    if let Some(since) = gap_since {
-        let symbols: BTreeSet<String> = cursors
-            .keys()
-            .cloned()
-            .chain(view.open_orders.values().map(|o| o.symbol.clone()))
-            .chain(snap.orders.iter().map(|o| o.symbol.clone()))
-            .collect();
-        let known: HashSet<String> = snap
-            .orders
-            .iter()
-            .map(Order::key)
-            .chain(view.open_orders.keys().cloned())
-            .collect();
-        for symbol in symbols {
-            let created = orders_created_since(rest, &symbol, since).await;
-            snap.orders
-                .extend(created.into_iter().filter(|o| !known.contains(&o.key())));
+    let symbols: BTreeSet<String> = cursors
+        .keys()
+        .cloned()
+        .chain(view.open_orders.values().map(|o| o.symbol.clone()))
+        .chain(snap.orders.iter().map(|o| o.symbol.clone()))
+        .collect();
+    let known: HashSet<String> = snap
+        .orders
+        .iter()
+        .map(Order::key)
+        .chain(view.open_orders.keys().cloned())
+        .collect();
+    let mut recovered = true;
+    for symbol in &symbols {
+        match orders_created_since(rest, symbol, from).await {
+            Ok(created) => snap
+                .orders
+                .extend(created.into_iter().filter(|o| !known.contains(&o.key()))),
+            Err(e) => {
+                tracing::warn!(symbol, error = %format!("{e:#}"), "could not list the orders of the recovery window");
+                recovered = false;
+            }
         }
     }
-    resolve_gaps(rest, view, cursors, &mut snap).await;
-    Ok(snap)
+    recovered &= resolve_gaps(rest, view, cursors, &symbols, from, &mut snap).await;
+    Ok(Fetched { snap, recovered })
 }
 
 /// Every order of `symbol` created at or after `since` (pages of 1000 by order id).
-async fn orders_created_since(rest: &RestClient, symbol: &str, since: Millis) -> Vec<Order> {
+async fn orders_created_since(
+    rest: &RestClient,
+    symbol: &str,
+    since: Millis,
+) -> anyhow::Result<Vec<Order>> {
     let path = match rest.market() {
         Market::Spot => "/api/v3/allOrders",
         Market::Usdm => "/fapi/v1/allOrders",
@@ -100,28 +141,17 @@ async fn orders_created_since(rest: &RestClient, symbol: &str, since: Millis) ->
         if let Some(id) = from {
             params.push(("orderId", id.to_string()));
         }
-        let page = match rest.signed_get(path, &params).await {
-            Ok(body) => match rest.market() {
-                Market::Spot => convert::spot_orders(&body),
-                Market::Usdm => convert::usdm_orders(&body),
-            },
-            Err(e) => {
-                tracing::warn!(symbol, error = %e, "could not list the orders of the gap");
-                return out;
-            }
-        };
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(symbol, error = %e, "unreadable order list");
-                return out;
-            }
-        };
+        let body = rest.signed_get(path, &params).await?;
+        let page = match rest.market() {
+            Market::Spot => convert::spot_orders(&body),
+            Market::Usdm => convert::usdm_orders(&body),
+        }
+        .context("unreadable order list")?;
         let n = page.len();
         from = page.iter().map(|o| o.order_id + 1).max().or(from);
         out.extend(page);
         if n < 1000 {
-            return out;
+            return Ok(out);
         }
     }
 }
@@ -150,78 +180,78 @@ async fn get_order(rest: &RestClient, symbol: &str, order_id: i64) -> anyhow::Re
     })
 }
 
+/// Trades of `symbol` from `start`: a time window (`start` = `(from, to)`) or a trade id; pages
+/// of 1000, continued by trade id (Binance takes no time bound beside `fromId`).
 async fn get_trades(
     rest: &RestClient,
     symbol: &str,
-    filter: (&'static str, i64),
+    start: TradesFrom,
 ) -> anyhow::Result<Vec<Fill>> {
     let (_, trades_path) = paths(rest.market());
-    let body = rest
-        .signed_get(
-            trades_path,
-            &[
-                ("symbol", symbol.to_owned()),
-                (filter.0, filter.1.to_string()),
-                ("limit", "1000".into()),
-            ],
-        )
-        .await?;
-    Ok(match rest.market() {
-        Market::Spot => convert::spot_trades(&body)?,
-        Market::Usdm => convert::usdm_trades(&body)?,
-    })
+    let mut out: Vec<Fill> = Vec::new();
+    let mut next = start;
+    loop {
+        let mut params = vec![("symbol", symbol.to_owned()), ("limit", "1000".to_owned())];
+        match next {
+            TradesFrom::Window(from, to) => {
+                params.push(("startTime", from.to_string()));
+                params.push(("endTime", to.to_string()));
+            }
+            TradesFrom::Id(id) => params.push(("fromId", id.to_string())),
+        }
+        let body = rest.signed_get(trades_path, &params).await?;
+        let page = match rest.market() {
+            Market::Spot => convert::spot_trades(&body)?,
+            Market::Usdm => convert::usdm_trades(&body)?,
+        };
+        let n = page.len();
+        let Some(last) = page.iter().map(|f| f.trade_id).max() else {
+            return Ok(out);
+        };
+        out.extend(page);
+        if n < 1000 {
+            return Ok(out);
+        }
+        next = TradesFrom::Id(last + 1);
+    }
 }
 
-/// Adds to the snapshot the final state of vanished orders and the trades the stream missed.
+/// Where a trade query starts.
+#[derive(Debug, Clone, Copy)]
+enum TradesFrom {
+    /// Exchange times, both inclusive.
+    Window(Millis, Millis),
+    Id(i64),
+}
+
+/// Adds to the snapshot the final state of vanished orders and the trades the stream missed
+/// (every trade from `from` on per symbol, or everything after the cursor of a
+/// symbol whose last recorded trade is older than `from`); false if a query failed.
 async fn resolve_gaps(
     rest: &RestClient,
     view: &AccountView,
     cursors: &TradeCursors,
+    symbols: &BTreeSet<String>,
+    from: Millis,
     snap: &mut Snapshot,
-) {
+) -> bool {
     let listed: HashSet<String> = snap.orders.iter().map(Order::key).collect();
-
-    // Trades: per known symbol from the last trade id seen; per order whose fill grew otherwise.
+    let mut recovered = true;
     let mut fills: Vec<Fill> = Vec::new();
-    for (symbol, last) in cursors {
-        // Pages of 1000 until a short page.
-        let mut from = last + 1;
-        loop {
-            match get_trades(rest, symbol, ("fromId", from)).await {
-                Ok(page) => {
-                    let n = page.len();
-                    from = page.iter().map(|f| f.trade_id + 1).max().unwrap_or(from);
-                    fills.extend(page);
-                    if n < 1000 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(symbol, error = %format!("{e:#}"), "trade backfill failed");
-                    break;
-                }
+    for symbol in symbols {
+        let start = match cursors.get(symbol) {
+            // Everything after it is newer than the window's start: its ids cover the window.
+            Some(c) if c.traded_at < from => TradesFrom::Id(c.trade_id + 1),
+            _ => TradesFrom::Window(from, from + TRADE_QUERY_SPAN_MS),
+        };
+        match get_trades(rest, symbol, start).await {
+            Ok(page) => {
+                tracing::debug!(symbol, ?start, trades = page.len(), "trades recovered");
+                fills.extend(page);
             }
-        }
-    }
-    let grew: Vec<(String, i64)> = snap
-        .orders
-        .iter()
-        .filter(|o| !cursors.contains_key(&o.symbol) && o.order_id > 0)
-        .filter(|o| {
-            let held = view
-                .open_orders
-                .get(&o.key())
-                .map(|h| h.executed_qty)
-                .unwrap_or_default();
-            o.executed_qty > held
-        })
-        .map(|o| (o.symbol.clone(), o.order_id))
-        .collect();
-    for (symbol, order_id) in grew {
-        match get_trades(rest, &symbol, ("orderId", order_id)).await {
-            Ok(page) => fills.extend(page),
             Err(e) => {
-                tracing::warn!(symbol, order_id, error = %format!("{e:#}"), "trade backfill failed")
+                tracing::warn!(symbol, error = %format!("{e:#}"), "trade recovery failed");
+                recovered = false;
             }
         }
     }
@@ -258,4 +288,5 @@ async fn resolve_gaps(
     }
     fills.sort_by_key(|f| (f.traded_at, f.trade_id));
     snap.fills = fills;
+    recovered
 }

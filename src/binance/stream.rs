@@ -29,8 +29,8 @@ use tokio_util::task::AbortOnDropHandle;
 use super::convert::{self, Frame};
 use super::rest::{RestClient, RestError};
 use super::sign;
-use super::snapshot::{self, TradeCursors};
-use crate::account::{CacheHandle, Counts, Kind, Market, Millis, Snapshot, Update};
+use super::snapshot::{self, Cursor, Fetched, TradeCursors};
+use crate::account::{CacheHandle, Counts, Kind, Market, Millis, Update};
 use crate::config::Settings;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -137,9 +137,10 @@ pub struct Stream {
     cfg: StreamConfig,
     health: Arc<StreamHealth>,
     cursors: TradeCursors,
-    /// Exchange time from which events may have been missed (the last frame before a
-    /// disconnect, or the last event an earlier run recorded), until a resync has covered it.
-    gap_since: Option<Millis>,
+    /// The exchange time up to which every trade and order is known to be recovered: the last
+    /// snapshot whose recovery asked every question (at a restart, the last event an earlier run
+    /// recorded). The next recovery starts `RECOVERY_OVERLAP_MS` before it.
+    recovered_through: Option<Millis>,
     /// Events the stream delivered since the last snapshot was applied.
     heard: u64,
     /// Reconciliations in a row that corrected orders or fills while nothing was heard.
@@ -151,19 +152,16 @@ pub struct Stream {
 /// such corrections; one missed event makes one; a deaf stream makes them every time.
 const DEAF_STRIKES: u32 = 2;
 
-/// Margin before the last frame seen, for what the gap may have hidden.
-const GAP_MARGIN_MS: Millis = 5_000;
-
 impl Stream {
-    /// `cursors` and `gap_since` come from Postgres after a restart (empty / `None` at a first
-    /// start).
+    /// `cursors` and `recovered_through` come from Postgres after a restart (empty / `None` at
+    /// a first start).
     pub fn new(
         rest: Arc<RestClient>,
         cache: CacheHandle,
         cfg: StreamConfig,
         health: Arc<StreamHealth>,
         cursors: TradeCursors,
-        gap_since: Option<Millis>,
+        recovered_through: Option<Millis>,
     ) -> Self {
         Stream {
             rest,
@@ -171,21 +169,10 @@ impl Stream {
             cfg,
             health,
             cursors,
-            gap_since,
+            recovered_through,
             heard: 0,
             deaf_strikes: 0,
         }
-    }
-
-    /// A connection ended: events from its last frame on may be missing.
-    fn note_gap(&mut self) {
-        let last_local = self.health.last_frame_ms.load(Ordering::Relaxed);
-        let last = if last_local > 0 {
-            last_local + self.rest.clock_offset_ms()
-        } else {
-            self.rest.server_now()
-        } - GAP_MARGIN_MS;
-        self.gap_since = Some(self.gap_since.map_or(last, |g| g.min(last)));
     }
 
     fn market(&self) -> Market {
@@ -236,7 +223,6 @@ impl Stream {
             last_key = session.listen_key.clone().or(last_key);
             let started = Instant::now();
             let end = self.drive(session, &cancel).await;
-            self.note_gap();
             self.health.connected.store(false, Ordering::Relaxed);
             self.health.subscribed.store(false, Ordering::Relaxed);
             metrics::gauge!("acctstate_stream_connected").set(0.0);
@@ -311,24 +297,30 @@ impl Stream {
         }
     }
 
-    /// The snapshot runs beside the read loop; it is aborted if the connection ends first.
-    fn spawn_snapshot(
-        &self,
-        gap_since: Option<Millis>,
-    ) -> AbortOnDropHandle<anyhow::Result<Snapshot>> {
+    /// The snapshot runs beside the read loop; it is aborted if the connection ends first. Its
+    /// recovery window starts before the last complete one (see `recovered_through`).
+    fn spawn_snapshot(&self) -> AbortOnDropHandle<anyhow::Result<Fetched>> {
         let rest = self.rest.clone();
         let cache = self.cache.clone();
         let cursors = self.cursors.clone();
+        let since = self
+            .recovered_through
+            .map(|t| t - snapshot::RECOVERY_OVERLAP_MS);
         AbortOnDropHandle::new(tokio::spawn(async move {
             let view = cache.view().await?;
-            snapshot::fetch(&rest, &view, &cursors, gap_since).await
+            snapshot::fetch(&rest, &view, &cursors, since).await
         }))
     }
 
     /// Applies a snapshot; returns its changes per kind.
-    async fn apply_snapshot(&mut self, snap: Snapshot) -> anyhow::Result<Counts> {
+    async fn apply_snapshot(&mut self, fetched: Fetched) -> anyhow::Result<Counts> {
+        let Fetched { snap, recovered } = fetched;
         for f in &snap.fills {
-            self.advance_cursor(&f.symbol, f.trade_id);
+            self.advance_cursor(&f.symbol, f.trade_id, f.traded_at);
+        }
+        if recovered {
+            let as_of = snap.as_of;
+            self.recovered_through = Some(self.recovered_through.map_or(as_of, |t| t.max(as_of)));
         }
         let counts = (
             snap.balances.len(),
@@ -384,7 +376,7 @@ impl Stream {
     async fn apply_event(&mut self, et: Millis, u: Update) -> anyhow::Result<()> {
         match &u {
             Update::Order { fill: Some(f), .. } | Update::Fill(f) => {
-                self.advance_cursor(&f.symbol, f.trade_id)
+                self.advance_cursor(&f.symbol, f.trade_id, f.traded_at)
             }
             _ => {}
         }
@@ -392,12 +384,16 @@ impl Stream {
         Ok(())
     }
 
-    fn advance_cursor(&mut self, symbol: &str, trade_id: i64) {
+    fn advance_cursor(&mut self, symbol: &str, trade_id: i64, traded_at: Millis) {
+        let c = Cursor {
+            trade_id,
+            traded_at,
+        };
         match self.cursors.get_mut(symbol) {
-            Some(c) if *c >= trade_id => {}
-            Some(c) => *c = trade_id,
+            Some(held) if held.trade_id >= trade_id => {}
+            Some(held) => *held = c,
             None => {
-                self.cursors.insert(symbol.to_owned(), trade_id);
+                self.cursors.insert(symbol.to_owned(), c);
             }
         }
     }
@@ -419,7 +415,7 @@ impl Stream {
             .await;
 
         let mut buffer: Option<Vec<(Millis, Update)>> = Some(Vec::new());
-        let mut snapshot_task = Some(self.spawn_snapshot(self.gap_since));
+        let mut snapshot_task = Some(self.spawn_snapshot());
         let mut initial = true;
         self.heard = 0;
         self.deaf_strikes = 0;
@@ -474,7 +470,6 @@ impl Stream {
                                 }
                                 Ctl::Resubscribe => {
                                     tracing::warn!(event = "stream_resubscribing", "stream: subscription terminated (eventStreamTerminated); resubscribing");
-                                    self.note_gap();
                                     if let Err(e) = subscribe(&self.rest, &mut s.ws).await {
                                         return End::Reconnect(format!("resubscription failed: {e}"));
                                     }
@@ -484,7 +479,7 @@ impl Stream {
                                         task.abort();
                                     }
                                     buffer = Some(buffer.take().unwrap_or_default());
-                                    snapshot_task = Some(self.spawn_snapshot(self.gap_since));
+                                    snapshot_task = Some(self.spawn_snapshot());
                                     initial = true;
                                     Vec::new()
                                 }
@@ -544,9 +539,6 @@ impl Stream {
                         return End::Deaf("deaf: reconciliations correct what the stream never delivered".into());
                     }
                     if let Some(buffered) = buffer.take() {
-                        // The gap is covered (a handover after serverShutdown has none, but the
-                        // snapshot it takes covers it anyway).
-                        self.gap_since = None;
                         let count = buffered.len();
                         for (et, u) in buffered {
                             if self.apply_event(et, u).await.is_err() {
@@ -578,7 +570,7 @@ impl Stream {
                     }
                 }
                 _ = reconcile.tick(), if reconcile_due => {
-                    snapshot_task = Some(self.spawn_snapshot(None));
+                    snapshot_task = Some(self.spawn_snapshot());
                 }
                 _ = tokio::time::sleep_until(rotate_at) => {
                     return End::Reconnect("rotating the connection before the 24-hour cut".into());

@@ -3,6 +3,7 @@
 //! One test crate (one link, one binary); each area is a module. `common` holds the shared
 //! helpers.
 
+mod bounce;
 mod common;
 mod exchange;
 mod faults;
@@ -11,4 +12,5 @@ mod ops;
 mod paused;
 mod procs;
 mod spine;
+mod storm;
 mod usdm;

@@ -123,20 +123,29 @@ impl Bounce {
     }
 
     pub async fn start_with_redis(&mut self, redis_url: &str) -> DaemonProcess {
+        let d = self.spawn_with_redis(redis_url).await;
+        self.wait_ready(&d, WAIT).await;
+        d
+    }
+
+    /// Starts a daemon process without waiting for readiness (Postgres or Redis may be down).
+    pub async fn spawn_with_redis(&self, redis_url: &str) -> DaemonProcess {
         let vars = self.vars(redis_url);
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let d = DaemonProcess::run(&vars).await;
+        DaemonProcess::run(&vars).await
+    }
+
+    /// Waits until `d` answers `/readyz` with 200.
+    pub async fn wait_ready(&self, d: &DaemonProcess, timeout: Duration) {
         let ready = d.url("/readyz");
-        let client = self.client.clone();
-        eventually(WAIT, "the daemon is ready", || async {
-            client
+        eventually(timeout, "the daemon is ready", || async {
+            self.client
                 .get(&ready)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
-        d
     }
 
     pub fn observed<'a>(&'a self, d: &DaemonProcess, injected: &'a [String]) -> Observed<'a> {

@@ -107,9 +107,7 @@ struct Run {
 
 /// Starts a daemon without waiting for readiness (Postgres or Redis may be down).
 async fn spawn(b: &Bounce) -> DaemonProcess {
-    let vars = b.vars(&b.redis_url);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    DaemonProcess::run(&vars).await
+    b.spawn_with_redis(&b.redis_url).await
 }
 
 /// The run's first seq, once it logged it (a daemon killed before that made no change).
@@ -253,16 +251,7 @@ async fn storm(market: SimMarket, default_seed: u64) {
         None => spawn(&b).await,
     };
     b.redis = redis_client_at(&redis.url()).await;
-    let ready = d.url("/readyz");
-    let client = b.client.clone();
-    eventually(Duration::from_secs(60), "ready after the storm", || async {
-        client
-            .get(&ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    b.wait_ready(&d, Duration::from_secs(60)).await;
     let sub = Subscriber::start_at(&redis.url(), &b.prefix, &b.account).await;
     let joined = RedisState::read(&b.redis, &b.prefix, &b.account).await;
     let traded = b.sim.state().fills.len();

@@ -126,6 +126,7 @@ impl Core {
             sinks.push(tokio::spawn(sink::redis::run(
                 client,
                 keys,
+                settings.redis.stream_maxlen,
                 cache.clone(),
                 rx,
             )));

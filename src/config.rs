@@ -119,6 +119,8 @@ pub struct PostgresSettings {
 pub struct RedisSettings {
     pub url: Secret,
     pub prefix: String,
+    /// Entries kept (about) in each account's `P:changes` stream; 0 disables the stream.
+    pub stream_maxlen: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

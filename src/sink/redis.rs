@@ -1,7 +1,11 @@
-//! The Redis publisher: state keys and PUBLISH in one MULTI/EXEC per batch (contract §4).
+//! The Redis publisher: state keys, PUBLISH and the change stream in one MULTI/EXEC per batch
+//! (contract §4).
 //!
 //! With `P` = `{prefix}:{account_id}`: hashes `P:balances`, `P:positions`, `P:open_orders`, the
-//! string `P:seq`, and one channel per kind. Pub/sub is at-most-once, so while Redis is down
+//! string `P:seq`, one channel per kind, and the stream `P:changes` (entry `{seq}-0`, field `m` =
+//! the published message, trimmed to about `redis.stream_maxlen`). A resync appends its status
+//! message as `{seq}-*` (above every change it covers), so a reader resuming from the stream
+//! meets it and re-reads the hashes; the stream goes on above it. Pub/sub is at-most-once, so while Redis is down
 //! messages are dropped (counted); once Redis answers again the state keys are rewritten from
 //! the cache's view and `{"event":"resync"}` is published on `P:status`. Changes the view
 //! already covers (seq ≤ the view's) are then skipped, so nothing is applied twice.
@@ -12,6 +16,7 @@
 //! empty, flushed, failed over) or was written by someone else is rewritten from the cache —
 //! without relying on the client noticing a reconnect.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +48,7 @@ pub struct Keys {
     positions: Key,
     open_orders: Key,
     seq: Key,
+    changes: Key,
     /// Channel per kind, indexed by `Kind::ALL` position.
     channels: [Str; 5],
 }
@@ -57,6 +63,7 @@ impl Keys {
             positions: format!("{base}:positions").into(),
             open_orders: format!("{base}:open_orders").into(),
             seq: format!("{base}:seq").into(),
+            changes: format!("{base}:changes").into(),
             channels: Kind::ALL.map(|k| Str::from(format!("{base}:{}", k.as_str()))),
             base,
         }
@@ -75,6 +82,9 @@ impl Keys {
     }
     pub fn seq(&self) -> String {
         format!("{}:seq", self.base)
+    }
+    pub fn changes(&self) -> String {
+        format!("{}:changes", self.base)
     }
     fn channel_str(&self, kind: Kind) -> Str {
         let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
@@ -145,15 +155,37 @@ fn prev_seq(replies: &Value) -> anyhow::Result<PrevSeq> {
     }
 }
 
+/// `XADD P:changes MAXLEN ~ maxlen <id> m <message>` inside `trx` (nothing when the stream is off).
+async fn append(
+    trx: &fred::clients::Transaction,
+    keys: &Keys,
+    maxlen: u64,
+    id: String,
+    message: Str,
+) -> anyhow::Result<()> {
+    if maxlen > 0 {
+        let cap = ("MAXLEN", "~", i64::try_from(maxlen).unwrap_or(i64::MAX));
+        let _: () = trx
+            .xadd(keys.changes.clone(), false, cap, id, ("m", message))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Writes and publishes one batch of changes in one MULTI/EXEC; returns what `P:seq` held.
-async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::Result<PrevSeq> {
+async fn publish(
+    client: &Client,
+    keys: &Keys,
+    maxlen: u64,
+    changes: &[&Change],
+) -> anyhow::Result<PrevSeq> {
     let Some(last) = changes.last() else {
         return Ok(None);
     };
     let trx = client.multi();
     for c in changes {
         let data = entity_json(&c.entity)?;
-        let msg = message_text(&keys.account_json, c, &data);
+        let msg = Str::from(message_text(&keys.account_json, c, &data));
         let data = Str::from(data);
         match &c.entity {
             Entity::Balance(b) => {
@@ -172,7 +204,8 @@ async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::R
             }
             Entity::Fill(_) | Entity::Status(_) => {}
         }
-        let _: () = trx.publish(keys.channel_str(c.kind()), msg).await?;
+        let _: () = trx.publish(keys.channel_str(c.kind()), msg.clone()).await?;
+        append(&trx, keys, maxlen, format!("{}-0", c.seq), msg).await?;
     }
     let _: () = trx
         .set(keys.seq.clone(), last.seq, None, None, true)
@@ -181,12 +214,37 @@ async fn publish(client: &Client, keys: &Keys, changes: &[&Change]) -> anyhow::R
     prev_seq(&replies)
 }
 
-/// Rewrites every state key from the cache's view and publishes the resync status.
-async fn resync(client: &Client, keys: &Keys, view: &AccountView) -> anyhow::Result<()> {
-    let trx = client.multi();
-    let _: () = trx
-        .del(vec![keys.balances(), keys.positions(), keys.open_orders()])
+/// The seq of the stream's last entry, if any.
+async fn last_stream_seq(client: &Client, keys: &Keys) -> anyhow::Result<Option<i64>> {
+    let last: Vec<(String, HashMap<String, String>)> = client
+        .xrevrange(keys.changes.clone(), "+", "-", Some(1))
         .await?;
+    Ok(last
+        .first()
+        .and_then(|(id, _)| id.split('-').next()?.parse().ok()))
+}
+
+/// Rewrites every state key from the cache's view and publishes the resync status (and appends
+/// it to the stream).
+async fn resync(
+    client: &Client,
+    keys: &Keys,
+    maxlen: u64,
+    view: &AccountView,
+) -> anyhow::Result<()> {
+    // A stream that runs above the cache (another writer, a clock gone backwards) could take no
+    // entry of ours: it starts over.
+    let stale_stream = maxlen > 0
+        && last_stream_seq(client, keys)
+            .await?
+            .is_some_and(|last| last > view.seq);
+    let trx = client.multi();
+    let mut gone = vec![keys.balances(), keys.positions(), keys.open_orders()];
+    if stale_stream {
+        tracing::warn!(event = "redis_stream_reset", account_id = %keys.account_id, "redis: the change stream ran above the cache's seq; it starts over");
+        gone.push(keys.changes());
+    }
+    let _: () = trx.del(gone).await?;
     let as_json = |e: Entity| entity_json(&e);
     let mut balances = Vec::with_capacity(view.balances.len());
     for (k, b) in &view.balances {
@@ -219,9 +277,9 @@ async fn resync(client: &Client, keys: &Keys, view: &AccountView) -> anyhow::Res
         "event_time": chrono::Utc::now().timestamp_millis(),
         "data": {"event": "resync"},
     });
-    let _: () = trx
-        .publish(keys.channel(Kind::Status), msg.to_string())
-        .await?;
+    let msg = Str::from(msg.to_string());
+    let _: () = trx.publish(keys.channel(Kind::Status), msg.clone()).await?;
+    append(&trx, keys, maxlen, format!("{}-*", view.seq), msg).await?;
     let _: Value = trx.exec(true).await.context("MULTI/EXEC")?;
     Ok(())
 }
@@ -247,6 +305,7 @@ fn diverged(keys: &Keys, found: PrevSeq, written: Option<i64>) -> bool {
 pub async fn run(
     client: Client,
     keys: Keys,
+    stream_maxlen: u64,
     cache: CacheHandle,
     mut rx: mpsc::UnboundedReceiver<ChangeBatch>,
 ) {
@@ -297,7 +356,7 @@ pub async fn run(
             if client.is_connected() && due {
                 last_attempt = Some(Instant::now());
                 match cache.view().await {
-                    Ok(view) => match resync(&client, &keys, &view).await {
+                    Ok(view) => match resync(&client, &keys, stream_maxlen, &view).await {
                         Ok(()) => {
                             written = Some(view.seq);
                             confirmed = Instant::now();
@@ -350,7 +409,7 @@ pub async fn run(
         }
         for chunk in changes.chunks(MAX_BATCH) {
             let started = Instant::now();
-            match publish(&client, &keys, chunk).await {
+            match publish(&client, &keys, stream_maxlen, chunk).await {
                 Ok(prev) => {
                     metrics::histogram!("acctstate_redis_publish_seconds")
                         .record(started.elapsed().as_secs_f64());

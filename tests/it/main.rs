@@ -4,6 +4,7 @@
 //! helpers.
 
 mod bounce;
+mod clients;
 mod common;
 mod exchange;
 mod faults;

@@ -12,8 +12,10 @@ WORKDIR /build
 
 # Dependencies first, against stub sources, so this layer is reused until Cargo.lock changes.
 COPY Cargo.toml Cargo.lock ./
-# Cargo.toml names the bench targets, so their files must exist for the manifest to load.
+# Cargo.toml names the bench targets and the workspace's client crate, so their files must exist
+# for the manifest to load.
 COPY benches ./benches
+COPY clients/rust ./clients/rust
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

@@ -131,7 +131,7 @@ impl Core {
                 rx,
             )));
         }
-        tracing::info!(event = "cache_started", first_seq, market = settings.market().as_str(), account_id = %account_id, "cache started");
+        tracing::info!(event = "cache_started", first_seq, market = settings.market().as_str(), env = %settings.binance.env, rest_url = %settings.rest_url(), account_id = %account_id, "cache started");
         Ok(Core {
             cache,
             pg,

@@ -83,9 +83,10 @@ fn config_check(s: &Settings) -> Check {
         true,
         Status::Ok,
         format!(
-            "account_id={} market={} rest_url={} api_key={} api_secret={} postgres.url={} redis.url={} http.listen={}",
+            "account_id={} market={} env={} rest_url={} api_key={} api_secret={} postgres.url={} redis.url={} http.listen={}",
             s.account_id,
             s.market().as_str(),
+            s.binance.env,
             s.rest_url(),
             set(s.binance.api_key.is_set()),
             set(s.binance.api_secret.is_set()),

@@ -68,6 +68,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct BinanceSettings {
     pub market: String,
+    /// `production` or `testnet`: the default endpoints (SPEC §5).
+    pub env: String,
     pub api_key: Secret,
     pub api_secret: Secret,
     pub rest_url: String,
@@ -211,19 +213,36 @@ impl Settings {
         self.binance.market.parse().unwrap_or(Market::Spot)
     }
 
+    /// Binance's testnet rather than production (`binance.env`).
+    pub fn testnet(&self) -> bool {
+        self.binance.env == "testnet"
+    }
+
+    /// `binance.rest_url`, else the environment's default (SPEC §5: the USD-M testnet's REST
+    /// host is `demo-fapi.binance.com` per Binance's USD-M general-info page of 2026; the JS
+    /// connector still names `testnet.binancefuture.com`, an older alias).
     pub fn rest_url(&self) -> String {
-        match (self.binance.rest_url.as_str(), self.market()) {
-            ("", Market::Spot) => "https://api.binance.com".into(),
-            ("", Market::Usdm) => "https://fapi.binance.com".into(),
-            (u, _) => u.trim_end_matches('/').into(),
+        match (
+            self.binance.rest_url.as_str(),
+            self.market(),
+            self.testnet(),
+        ) {
+            ("", Market::Spot, false) => "https://api.binance.com".into(),
+            ("", Market::Usdm, false) => "https://fapi.binance.com".into(),
+            ("", Market::Spot, true) => "https://testnet.binance.vision".into(),
+            ("", Market::Usdm, true) => "https://demo-fapi.binance.com".into(),
+            (u, _, _) => u.trim_end_matches('/').into(),
         }
     }
 
+    /// `binance.ws_url`, else the environment's default.
     pub fn ws_url(&self) -> String {
-        match (self.binance.ws_url.as_str(), self.market()) {
-            ("", Market::Spot) => "wss://ws-api.binance.com:443/ws-api/v3".into(),
-            ("", Market::Usdm) => "wss://fstream.binance.com".into(),
-            (u, _) => u.trim_end_matches('/').into(),
+        match (self.binance.ws_url.as_str(), self.market(), self.testnet()) {
+            ("", Market::Spot, false) => "wss://ws-api.binance.com:443/ws-api/v3".into(),
+            ("", Market::Usdm, false) => "wss://fstream.binance.com".into(),
+            ("", Market::Spot, true) => "wss://ws-api.testnet.binance.vision/ws-api/v3".into(),
+            ("", Market::Usdm, true) => "wss://fstream.binancefuture.com".into(),
+            (u, _, _) => u.trim_end_matches('/').into(),
         }
     }
 
@@ -274,6 +293,15 @@ impl Settings {
             .market
             .parse::<Market>()
             .map_err(|e| ConfigError::new("binance.market", e))?;
+        if !matches!(self.binance.env.as_str(), "production" | "testnet") {
+            return Err(ConfigError::new(
+                "binance.env",
+                format!(
+                    "must be `production` or `testnet`, got `{}`",
+                    self.binance.env
+                ),
+            ));
+        }
         check_url(
             "binance.rest_url",
             &self.binance.rest_url,
@@ -501,6 +529,32 @@ mod tests {
     }
 
     #[test]
+    fn testnet_defaults_and_explicit_urls_win() {
+        let spot =
+            Settings::load_from(None, &env(&[("ACCTSTATE__BINANCE__ENV", "testnet")])).unwrap();
+        assert!(spot.testnet());
+        assert_eq!(spot.rest_url(), "https://testnet.binance.vision");
+        assert_eq!(
+            spot.ws_url(),
+            "wss://ws-api.testnet.binance.vision/ws-api/v3"
+        );
+        let usdm = Settings::load_from(
+            None,
+            &env(&[
+                ("ACCTSTATE__BINANCE__ENV", "testnet"),
+                ("ACCTSTATE__BINANCE__MARKET", "usdm"),
+                ("ACCTSTATE__BINANCE__REST_URL", "http://127.0.0.1:9/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(usdm.rest_url(), "http://127.0.0.1:9");
+        assert_eq!(usdm.ws_url(), "wss://fstream.binancefuture.com");
+        let prod = Settings::load_from(None, &env(&[])).unwrap();
+        assert!(!prod.testnet());
+        assert_eq!(prod.ws_url(), "wss://ws-api.binance.com:443/ws-api/v3");
+    }
+
+    #[test]
     fn usdm_events_from_a_variable_or_a_file() {
         let s = Settings::load_from(
             None,
@@ -600,6 +654,7 @@ mod tests {
         let cases = [
             ("ACCTSTATE__ACCOUNT_ID", "has space", "account_id"),
             ("ACCTSTATE__BINANCE__MARKET", "coinm", "binance.market"),
+            ("ACCTSTATE__BINANCE__ENV", "staging", "binance.env"),
             (
                 "ACCTSTATE__BINANCE__REST_URL",
                 "ftp://x",

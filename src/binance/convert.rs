@@ -131,10 +131,15 @@ pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
         return Ok(frame);
     }
     let outer = envelope(text)?;
-    if let Some(event) = outer.event {
+    // `{"event":…}` (the WS API wrapper, `subscriptionId` or not) or the legacy stream envelope
+    // `{"stream":…,"data":…}` (SPEC §5a).
+    let inner = outer
+        .event
+        .or_else(|| outer.data.filter(|_| outer.stream.is_some()));
+    if let Some(event) = inner {
         return match event_type(event.get())? {
             Some(name) => spot_event(&name, event.get()),
-            None => Err(malformed("`event` has no event type `e`")),
+            None => Err(malformed("the wrapped event has no event type `e`")),
         };
     }
     if let Some(name) = outer.e {
@@ -498,7 +503,9 @@ fn account_update(w: wire::AccountUpdate) -> Vec<Update> {
                     position_side: p.position_side,
                     amount: p.amount,
                     entry_price: p.entry_price,
-                    breakeven_price: p.breakeven_price,
+                    // Without `bep` (older payloads) the entry price is the best value known
+                    // until the next REST snapshot brings Binance's own.
+                    breakeven_price: p.breakeven_price.unwrap_or(p.entry_price),
                     unrealized_pnl: p.unrealized_pnl,
                     realized_pnl: p.accumulated_realized,
                     margin_type: margin_type(&p.margin_type),
@@ -664,7 +671,13 @@ pub fn usdm_account(body_text: &str) -> Result<Vec<Balance>, ParseError> {
     let w: wire::UsdmAccount = body(body_text, "GET /fapi/v3/account")?;
     Ok(w.assets
         .into_iter()
-        .filter(|a| !a.wallet_balance.is_zero())
+        // An asset can have no wallet balance and still an available one (multi-assets mode,
+        // credits such as BNFCR: SPEC §5a): keep it, or its `free` would be zeroed.
+        .filter(|a| {
+            !(a.wallet_balance.is_zero()
+                && a.available_balance.is_zero()
+                && a.cross_wallet_balance.is_zero())
+        })
         .map(|a| Balance {
             asset: a.asset,
             free: a.available_balance,

@@ -3,6 +3,8 @@
 //! (`stream`). Nothing outside this module sees a Binance field name.
 
 pub mod convert;
+#[cfg(test)]
+mod production_payloads;
 pub mod rest;
 pub mod sign;
 pub mod snapshot;

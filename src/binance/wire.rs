@@ -341,8 +341,9 @@ pub(crate) struct AccountUpdatePosition {
     pub(crate) amount: Decimal,
     #[serde(rename = "ep", with = "dec")]
     pub(crate) entry_price: Decimal,
-    #[serde(rename = "bep", with = "dec")]
-    pub(crate) breakeven_price: Decimal,
+    /// Missing in older accounts' payloads (SPEC §5a).
+    #[serde(rename = "bep", default, with = "dec_opt")]
+    pub(crate) breakeven_price: Option<Decimal>,
     /// (Pre-fee) accumulated realized PnL.
     #[serde(rename = "cr", with = "dec")]
     pub(crate) accumulated_realized: Decimal,

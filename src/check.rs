@@ -83,10 +83,11 @@ fn config_check(s: &Settings) -> Check {
         true,
         Status::Ok,
         format!(
-            "account_id={} market={} env={} rest_url={} api_key={} api_secret={} postgres.url={} redis.url={} http.listen={}",
+            "account_id={} market={} env={} key_type={} rest_url={} api_key={} api_secret={} postgres.url={} redis.url={} http.listen={}",
             s.account_id,
             s.market().as_str(),
             s.binance.env,
+            s.key_type().as_str(),
             s.rest_url(),
             set(s.binance.api_key.is_set()),
             set(s.binance.api_secret.is_set()),

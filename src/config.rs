@@ -10,6 +10,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 use crate::account::Market;
+use crate::binance::sign::{KeyType, Signer};
 
 /// The defaults, built into the binary so it runs from any directory.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -72,6 +73,8 @@ pub struct BinanceSettings {
     pub env: String,
     pub api_key: Secret,
     pub api_secret: Secret,
+    /// `hmac`, `ed25519` or `rsa`: how `api_secret` signs.
+    pub key_type: String,
     pub rest_url: String,
     pub ws_url: String,
     pub recv_window_ms: u64,
@@ -213,6 +216,11 @@ impl Settings {
         self.binance.market.parse().unwrap_or(Market::Spot)
     }
 
+    /// `binance.key_type` (validated).
+    pub fn key_type(&self) -> KeyType {
+        self.binance.key_type.parse().unwrap_or(KeyType::Hmac)
+    }
+
     /// Binance's testnet rather than production (`binance.env`).
     pub fn testnet(&self) -> bool {
         self.binance.env == "testnet"
@@ -293,6 +301,15 @@ impl Settings {
             .market
             .parse::<Market>()
             .map_err(|e| ConfigError::new("binance.market", e))?;
+        let key_type: KeyType = self
+            .binance
+            .key_type
+            .parse()
+            .map_err(|e| ConfigError::new("binance.key_type", e))?;
+        if self.binance.api_secret.is_set() {
+            Signer::new(key_type, self.binance.api_secret.expose())
+                .map_err(|e| ConfigError::new("binance.api_secret", e.to_string()))?;
+        }
         if !matches!(self.binance.env.as_str(), "production" | "testnet") {
             return Err(ConfigError::new(
                 "binance.env",
@@ -529,6 +546,45 @@ mod tests {
     }
 
     #[test]
+    fn key_types_are_checked_before_anything_connects() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let pem = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32])
+            .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string();
+        let ok = Settings::load_from(
+            None,
+            &env(&[
+                ("ACCTSTATE__BINANCE__KEY_TYPE", "ed25519"),
+                ("BINANCE_API_SECRET", &pem),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.key_type(), KeyType::Ed25519);
+        assert!(!format!("{ok:?}").contains("PRIVATE KEY"));
+        for (key_type, secret) in [
+            ("rsa", pem.as_str()),
+            ("hmac", &pem),
+            ("ed25519", "hmacsecret"),
+        ] {
+            let err = Settings::load_from(
+                None,
+                &env(&[
+                    ("ACCTSTATE__BINANCE__KEY_TYPE", key_type),
+                    ("BINANCE_API_SECRET", secret),
+                ]),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "binance.api_secret", "{err}");
+            let body = pem.lines().nth(1).unwrap_or_default();
+            assert!(
+                !err.to_string().contains(body) && !err.to_string().contains("hmacsecret"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn testnet_defaults_and_explicit_urls_win() {
         let spot =
             Settings::load_from(None, &env(&[("ACCTSTATE__BINANCE__ENV", "testnet")])).unwrap();
@@ -655,6 +711,7 @@ mod tests {
             ("ACCTSTATE__ACCOUNT_ID", "has space", "account_id"),
             ("ACCTSTATE__BINANCE__MARKET", "coinm", "binance.market"),
             ("ACCTSTATE__BINANCE__ENV", "staging", "binance.env"),
+            ("ACCTSTATE__BINANCE__KEY_TYPE", "dsa", "binance.key_type"),
             (
                 "ACCTSTATE__BINANCE__REST_URL",
                 "ftp://x",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 use super::convert::{self, ApiError};
-use super::sign;
+use super::sign::{self, Signer};
 use crate::account::{Market, Millis};
 use crate::config::{Secret, Settings};
 
@@ -53,7 +53,7 @@ pub struct RestClient {
     base: String,
     market: Market,
     api_key: Secret,
-    api_secret: Secret,
+    signer: Signer,
     recv_window_ms: u64,
     offset_ms: AtomicI64,
 }
@@ -70,7 +70,8 @@ impl RestClient {
             base: settings.rest_url(),
             market: settings.market(),
             api_key: settings.binance.api_key.clone(),
-            api_secret: settings.binance.api_secret.clone(),
+            signer: Signer::new(settings.key_type(), settings.binance.api_secret.expose())
+                .map_err(|e| anyhow::anyhow!("binance.api_secret: {e}"))?,
             recv_window_ms: settings.binance.recv_window_ms,
             offset_ms: AtomicI64::new(0),
         })
@@ -84,8 +85,9 @@ impl RestClient {
         &self.api_key
     }
 
-    pub fn api_secret(&self) -> &Secret {
-        &self.api_secret
+    /// The key that signs requests.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
     }
 
     pub fn recv_window_ms(&self) -> u64 {
@@ -142,7 +144,7 @@ impl RestClient {
             let mut all: Vec<(&str, String)> = params.to_vec();
             all.push(("recvWindow", self.recv_window_ms.to_string()));
             all.push(("timestamp", self.server_now().to_string()));
-            let query = sign::signed_query(&all, self.api_secret.expose());
+            let query = sign::signed_query(&all, &self.signer);
             match self.send(Method::GET, path, query, true).await {
                 Err(e) if e.code() == Some(-1021) && !resynced => {
                     tracing::warn!(

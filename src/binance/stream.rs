@@ -716,7 +716,7 @@ async fn subscribe(rest: &RestClient, ws: &mut Ws) -> Result<(), OpenError> {
         ("recvWindow", rest.recv_window_ms().to_string()),
         ("timestamp", rest.server_now().to_string()),
     ];
-    let signature = sign::hmac_hex(rest.api_secret().expose(), &sign::ws_payload(&params));
+    let signature = rest.signer().sign(&sign::ws_payload(&params));
     params.push(("signature", signature));
     let params: serde_json::Map<String, serde_json::Value> = params
         .into_iter()

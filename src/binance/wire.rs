@@ -41,6 +41,28 @@ mod dec_opt {
     }
 }
 
+/// An event time Binance sends as an integer — or, in some real frames, as a numeric string
+/// (SPEC §5a). A visitor rather than an untagged enum: this runs for every event.
+pub(crate) fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("milliseconds as an integer or a numeric string")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(E::custom)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i64, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// A value Binance sends sometimes as an integer, sometimes as a string (USD-M
 /// `listenKeyExpired.E`, `ALGO_UPDATE.o.ai`, `ORDER_TRADE_UPDATE.o.er`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -67,7 +89,7 @@ impl IntOrString {
 /// `outboundAccountPosition`: absolute balances of the assets possibly changed.
 #[derive(Debug, Deserialize)]
 pub(crate) struct OutboundAccountPosition {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     /// Time of the last account update.
     #[serde(rename = "u")]
@@ -89,7 +111,7 @@ pub(crate) struct SpotStreamBalance {
 /// `balanceUpdate` and `externalLockUpdate`: a balance delta (not applied; see `Frame::Info`).
 #[derive(Debug, Deserialize)]
 pub(crate) struct BalanceDelta {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "a")]
     pub(crate) asset: String,
@@ -103,7 +125,7 @@ pub(crate) struct BalanceDelta {
 /// `executionReport`: every update of a spot order.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ExecutionReport {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "s")]
     pub(crate) symbol: String,
@@ -227,7 +249,7 @@ pub(crate) struct ExecutionReport {
 /// `listStatus`: order list lifecycle (not applied; see `Frame::Info`).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListStatus {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "s")]
     pub(crate) symbol: String,
@@ -262,7 +284,7 @@ pub(crate) struct ListStatusOrder {
 /// `eventStreamTerminated` and `serverShutdown`: only the event time.
 #[derive(Debug, Deserialize)]
 pub(crate) struct StreamEvent {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
 }
 
@@ -297,7 +319,7 @@ pub(crate) struct WsApiResponse {
 /// `ACCOUNT_UPDATE`: balances and (changed) positions.
 #[derive(Debug, Deserialize)]
 pub(crate) struct AccountUpdate {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -361,7 +383,7 @@ pub(crate) struct AccountUpdatePosition {
 /// `ORDER_TRADE_UPDATE`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct OrderTradeUpdate {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -457,7 +479,7 @@ pub(crate) struct FuturesOrderUpdate {
 /// `TRADE_LITE`: the low-latency copy of a fill (not recorded; see `Frame::Info`).
 #[derive(Debug, Deserialize)]
 pub(crate) struct TradeLite {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -486,7 +508,7 @@ pub(crate) struct TradeLite {
 /// `ALGO_UPDATE`: a conditional (algo service) order.
 #[derive(Debug, Deserialize)]
 pub(crate) struct AlgoUpdate {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -553,7 +575,7 @@ pub(crate) struct AlgoOrderUpdate {
 /// `MARGIN_CALL`: risk guidance only.
 #[derive(Debug, Deserialize)]
 pub(crate) struct MarginCall {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "cw", default, with = "dec_opt")]
     pub(crate) cross_wallet_balance: Option<Decimal>,
@@ -584,7 +606,7 @@ pub(crate) struct MarginCallPosition {
 /// `ACCOUNT_CONFIG_UPDATE`: either `ac` (leverage) or `ai` (multi-assets mode).
 #[derive(Debug, Deserialize)]
 pub(crate) struct AccountConfigUpdate {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -611,7 +633,7 @@ pub(crate) struct MultiAssetsConfig {
 /// `STRATEGY_UPDATE`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct StrategyUpdate {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -638,7 +660,7 @@ pub(crate) struct StrategyUpdateData {
 /// `GRID_UPDATE` (deprecated).
 #[derive(Debug, Deserialize)]
 pub(crate) struct GridUpdate {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,
@@ -673,7 +695,7 @@ pub(crate) struct GridUpdateData {
 /// `CONDITIONAL_ORDER_TRIGGER_REJECT` (deprecated 2025-12-15).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ConditionalOrderTriggerReject {
-    #[serde(rename = "E")]
+    #[serde(rename = "E", deserialize_with = "millis")]
     pub(crate) event_time: i64,
     #[serde(rename = "T")]
     pub(crate) transaction_time: i64,

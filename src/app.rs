@@ -39,8 +39,9 @@ pub struct Core {
 
 impl Core {
     /// Starts the actor and the configured sinks. Postgres and Redis may be down: the sinks
-    /// catch up when they come back.
-    pub async fn start(settings: &Settings) -> anyhow::Result<Core> {
+    /// catch up when they come back. `with_stream`: an exchange stream will feed the cache, so
+    /// the Redis state keys are first rewritten once its first snapshot is applied.
+    pub async fn start(settings: &Settings, with_stream: bool) -> anyhow::Result<Core> {
         let account_id = settings.account_id.clone();
         let pg = if settings.postgres.url.is_set() {
             let pool = sink::postgres::lazy_pool(&settings.postgres)?;
@@ -127,6 +128,7 @@ impl Core {
                 client,
                 keys,
                 settings.redis.stream_maxlen,
+                with_stream,
                 cache.clone(),
                 rx,
             )));
@@ -172,7 +174,7 @@ pub async fn run_daemon(
     cancel: CancellationToken,
     on_http: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
-    let core = Core::start(&settings).await?;
+    let core = Core::start(&settings, true).await?;
     let rest = Arc::new(RestClient::new(&settings)?);
     let health = Arc::new(StreamHealth::default());
     let http_state = HttpState {

@@ -10,11 +10,12 @@
 //! the cache's view and `{"event":"resync"}` is published on `P:status`. Changes the view
 //! already covers (seq ≤ the view's) are then skipped, so nothing is applied twice.
 //!
-//! The state keys must always be exactly the cache, whatever happened to Redis. Every write
-//! swaps `P:seq` (`SET … GET`) and checks that it held the seq this publisher wrote last, and a
-//! quiet publisher reads `P:seq` every `PROBE_EVERY`: a Redis that lost its data (restarted
-//! empty, flushed, failed over) or was written by someone else is rewritten from the cache —
-//! without relying on the client noticing a reconnect.
+//! The state keys must always be exactly the cache, whatever happened to Redis. Each batch is
+//! one Lua script that writes only if `P:seq` still holds the seq this publisher wrote last
+//! (else it writes nothing), and a quiet publisher reads `P:seq` every `PROBE_EVERY`: a Redis
+//! that lost its data (restarted empty, flushed, failed over) or was written by someone else is
+//! rewritten from the cache — never shown half-written, and without relying on the client
+//! noticing a reconnect.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ use crate::account::{CacheHandle, Change, ChangeBatch, Entity, Kind};
 const MAX_BATCH: usize = 2000;
 /// A quiet publisher checks this often that Redis still holds what it wrote.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// At start, the first rewrite waits for the stream's first snapshot (a `resynced` status) so
+/// that readers never see the cache before it: at most this long (the exchange may be away).
+const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 
 /// The key and channel names of one account. The names the publisher uses per change are
 /// built once (`fred` keys and channel names are reference-counted, so each use is a cheap
@@ -135,24 +139,101 @@ fn message_text(account_json: &str, c: &Change, data: &str) -> String {
     out
 }
 
-/// What `P:seq` held before a write swapped it.
-type PrevSeq = Option<i64>;
+/// A batch is written only where Redis still holds what this publisher wrote last (`P:seq`
+/// equal to the seq it left there); otherwise nothing is written and the old value comes back,
+/// so a Redis that restarted empty (or was written by another process) never shows a partial
+/// state under a valid-looking `P:seq`: the publisher rewrites everything instead (resync).
+/// KEYS: `P:seq`, `P:balances`, `P:positions`, `P:open_orders`, `P:changes`. ARGV: the expected
+/// `P:seq` (`""` = absent), the new seq, the stream's maxlen (0 = off), then seven per change:
+/// hash (KEYS index, 0 = none), `s`et / `d`elete / `-`, field, value, channel, message, entry id.
+const PUBLISH_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return {0, cur or ''} end
+local maxlen = tonumber(ARGV[3])
+for i = 4, #ARGV, 7 do
+  local h, op = tonumber(ARGV[i]), ARGV[i + 1]
+  if op == 's' then redis.call('HSET', KEYS[h], ARGV[i + 2], ARGV[i + 3])
+  elseif op == 'd' then redis.call('HDEL', KEYS[h], ARGV[i + 2]) end
+  redis.call('PUBLISH', ARGV[i + 4], ARGV[i + 5])
+  if maxlen > 0 then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, ARGV[i + 6], 'm', ARGV[i + 5])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return {1, cur or ''}
+"#;
 
-/// The old value of the `SET … GET` that ends every MULTI/EXEC (its last reply).
-fn prev_seq(replies: &Value) -> anyhow::Result<PrevSeq> {
-    let last = match replies {
-        Value::Array(v) => v.last().cloned().unwrap_or(Value::Null),
-        other => other.clone(),
+/// The publish script, loaded once per connection as needed (EVALSHA, reloaded on NOSCRIPT).
+fn publish_script() -> &'static fred::types::scripts::Script {
+    static SCRIPT: std::sync::OnceLock<fred::types::scripts::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| fred::types::scripts::Script::from_lua(PUBLISH_LUA))
+}
+
+/// How a batch went.
+#[derive(Debug, PartialEq, Eq)]
+enum Published {
+    Written,
+    /// Not written: `P:seq` held this (`None` = absent), not what the publisher wrote last.
+    Refused(Option<i64>),
+}
+
+/// Writes and publishes one batch of changes atomically, if Redis still holds what this
+/// publisher wrote last (`expected`, the seq it left in `P:seq`).
+async fn publish(
+    client: &Client,
+    keys: &Keys,
+    maxlen: u64,
+    expected: Option<i64>,
+    changes: &[&Change],
+) -> anyhow::Result<Published> {
+    let Some(last) = changes.last() else {
+        return Ok(Published::Written);
     };
-    match last {
-        Value::Null => Ok(None),
-        v => v
-            .convert::<String>()
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .map(Some)
-            .context("P:seq holds something other than a seq"),
+    let mut args: Vec<Value> = Vec::with_capacity(3 + 7 * changes.len());
+    args.push(Value::from(
+        expected.map(|s| s.to_string()).unwrap_or_default(),
+    ));
+    args.push(Value::from(last.seq));
+    args.push(Value::from(i64::try_from(maxlen).unwrap_or(i64::MAX)));
+    for c in changes {
+        let data = entity_json(&c.entity)?;
+        let msg = Str::from(message_text(&keys.account_json, c, &data));
+        let (hash, op, field): (i64, &str, String) = match &c.entity {
+            Entity::Balance(b) => (2, "s", b.asset.clone()),
+            Entity::Position(p) => (3, "s", p.key()),
+            Entity::Order(o) if o.status.is_final() => (4, "d", o.key()),
+            Entity::Order(o) => (4, "s", o.key()),
+            Entity::Fill(_) | Entity::Status(_) => (0, "-", String::new()),
+        };
+        args.push(Value::from(hash));
+        args.push(Value::from(op));
+        args.push(Value::from(field));
+        args.push(Value::from(data));
+        args.push(Value::from(keys.channel_str(c.kind())));
+        args.push(Value::from(msg));
+        args.push(Value::from(format!("{}-0", c.seq)));
     }
+    let script_keys = vec![
+        keys.seq.clone(),
+        keys.balances.clone(),
+        keys.positions.clone(),
+        keys.open_orders.clone(),
+        keys.changes.clone(),
+    ];
+    let reply: Vec<Value> = publish_script()
+        .evalsha_with_reload(client, script_keys, args)
+        .await
+        .context("EVALSHA publish")?;
+    let written = reply.first().and_then(Value::as_i64) == Some(1);
+    if written {
+        return Ok(Published::Written);
+    }
+    let held = reply
+        .get(1)
+        .and_then(|v| v.as_str().map(|s| s.to_string()))
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse::<i64>().ok());
+    Ok(Published::Refused(held))
 }
 
 /// `XADD P:changes MAXLEN ~ maxlen <id> m <message>` inside `trx` (nothing when the stream is off).
@@ -170,48 +251,6 @@ async fn append(
             .await?;
     }
     Ok(())
-}
-
-/// Writes and publishes one batch of changes in one MULTI/EXEC; returns what `P:seq` held.
-async fn publish(
-    client: &Client,
-    keys: &Keys,
-    maxlen: u64,
-    changes: &[&Change],
-) -> anyhow::Result<PrevSeq> {
-    let Some(last) = changes.last() else {
-        return Ok(None);
-    };
-    let trx = client.multi();
-    for c in changes {
-        let data = entity_json(&c.entity)?;
-        let msg = Str::from(message_text(&keys.account_json, c, &data));
-        let data = Str::from(data);
-        match &c.entity {
-            Entity::Balance(b) => {
-                let _: () = trx
-                    .hset(keys.balances.clone(), (b.asset.as_str(), data))
-                    .await?;
-            }
-            Entity::Position(p) => {
-                let _: () = trx.hset(keys.positions.clone(), (p.key(), data)).await?;
-            }
-            Entity::Order(o) if o.status.is_final() => {
-                let _: () = trx.hdel(keys.open_orders.clone(), o.key()).await?;
-            }
-            Entity::Order(o) => {
-                let _: () = trx.hset(keys.open_orders.clone(), (o.key(), data)).await?;
-            }
-            Entity::Fill(_) | Entity::Status(_) => {}
-        }
-        let _: () = trx.publish(keys.channel_str(c.kind()), msg.clone()).await?;
-        append(&trx, keys, maxlen, format!("{}-0", c.seq), msg).await?;
-    }
-    let _: () = trx
-        .set(keys.seq.clone(), last.seq, None, None, true)
-        .await?;
-    let replies: Value = trx.exec(true).await.context("MULTI/EXEC")?;
-    prev_seq(&replies)
 }
 
 /// The seq of the stream's last entry, if any.
@@ -286,7 +325,7 @@ async fn resync(
 
 /// Redis lost (or someone else changed) what this publisher wrote: `P:seq` no longer holds the
 /// seq it wrote last.
-fn diverged(keys: &Keys, found: PrevSeq, written: Option<i64>) -> bool {
+fn diverged(keys: &Keys, found: Option<i64>, written: Option<i64>) -> bool {
     if found == written {
         return false;
     }
@@ -302,13 +341,18 @@ fn diverged(keys: &Keys, found: PrevSeq, written: Option<i64>) -> bool {
 }
 
 /// Runs until the change channel closes and every queued change has been tried.
+/// `after_first_snapshot`: the first rewrite of the state keys waits for the stream's first
+/// snapshot (see `FIRST_SNAPSHOT_WAIT`); until then Redis keeps what it held.
 pub async fn run(
     client: Client,
     keys: Keys,
     stream_maxlen: u64,
+    after_first_snapshot: bool,
     cache: CacheHandle,
     mut rx: mpsc::UnboundedReceiver<ChangeBatch>,
 ) {
+    let started = Instant::now();
+    let mut awaiting_snapshot = after_first_snapshot;
     let reconnected = Arc::new(AtomicBool::new(false));
     {
         let flag = reconnected.clone();
@@ -350,6 +394,19 @@ pub async fn run(
         }
         if reconnected.swap(false, Ordering::SeqCst) {
             needs_resync = true;
+        }
+        if awaiting_snapshot {
+            let snapshot_applied = batches
+                .iter()
+                .flat_map(|b| b.iter())
+                .any(|c| matches!(&c.entity, Entity::Status(s) if s.event == "resynced"));
+            if snapshot_applied || started.elapsed() >= FIRST_SNAPSHOT_WAIT {
+                awaiting_snapshot = false;
+            } else {
+                // The first rewrite will cover these.
+                batches.clear();
+                continue;
+            }
         }
         if needs_resync {
             let due = last_attempt.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
@@ -409,22 +466,22 @@ pub async fn run(
         }
         for chunk in changes.chunks(MAX_BATCH) {
             let started = Instant::now();
-            match publish(&client, &keys, stream_maxlen, chunk).await {
-                Ok(prev) => {
+            match publish(&client, &keys, stream_maxlen, written, chunk).await {
+                Ok(Published::Written) => {
                     metrics::histogram!("acctstate_redis_publish_seconds")
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("acctstate_redis_published_total")
                         .increment(chunk.len() as u64);
                     set_up(&mut up, true);
-                    let lost = diverged(&keys, prev, written);
                     written = chunk.last().map(|c| c.seq);
                     confirmed = Instant::now();
-                    if lost {
-                        // This batch landed on a Redis without the rest: rewrite it all (the
-                        // view then covers this batch and the ones still queued).
-                        needs_resync = true;
-                        break;
-                    }
+                }
+                Ok(Published::Refused(held)) => {
+                    // Nothing was written: rewrite it all from the cache (the view then covers
+                    // this batch and the ones still queued).
+                    diverged(&keys, held, written);
+                    needs_resync = true;
+                    break;
                 }
                 Err(e) => {
                     metrics::counter!("acctstate_redis_errors_total").increment(1);

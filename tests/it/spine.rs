@@ -29,7 +29,9 @@ async fn start_core(pg: Option<&str>, redis: Option<(&str, &str)>, account: &str
         vars.push(("REDIS_URL", url));
         vars.push(("ACCTSTATE__REDIS__PREFIX", prefix));
     }
-    Core::start(&settings(&vars)).await.expect("core starts")
+    Core::start(&settings(&vars), false)
+        .await
+        .expect("core starts")
 }
 
 /// A cache model fed the same updates as the Core, to know which changes it must emit.

@@ -2,6 +2,7 @@
 //! (`sign`), the REST client (`rest`), account snapshots (`snapshot`) and the stream task
 //! (`stream`). Nothing outside this module sees a Binance field name.
 
+mod connect;
 pub mod convert;
 #[cfg(test)]
 mod production_payloads;

@@ -13,16 +13,20 @@
 //! - Spot fills charge commission in the received asset; a market order may fill in two
 //!   trades, each followed by its own `outboundAccountPosition`.
 //! - Server Ping frames are sent; a missing Pong does not disconnect the client.
-//! - Check order for SIGNED calls: API key (-2015), timestamp/recvWindow (-1021), signature
-//!   (-1022).
+//! - Check order for SIGNED calls: API key (-2014 / -2015), timestamp/recvWindow (-1021),
+//!   signature (-1022).
+//! - One API key per sim, of one type (HMAC, Ed25519 or RSA: `keys`).
 
 mod account;
 mod auth;
 mod faults;
+mod keys;
 mod payloads;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;
 mod usdm_stream;
 
 use std::collections::BTreeMap;
@@ -40,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use account::Model;
 use server::Core;
+
+pub use keys::SimKeyType;
 
 /// API key accepted by a sim started with [`SimConfig::new`].
 pub const DEMO_API_KEY: &str = "simDemoApiKey0000000000000000000000000000000000000000000000000001";
@@ -78,8 +84,14 @@ impl std::fmt::Display for SimMarket {
 pub struct SimConfig {
     pub market: SimMarket,
     pub listen: SocketAddr,
+    /// The only API key the sim accepts (`X-MBX-APIKEY`, WS API `apiKey`).
     pub api_key: String,
+    /// The HMAC secret (used when `key_type` is `Hmac`).
     pub api_secret: String,
+    /// How requests are signed: HMAC (default), Ed25519 or RSA.
+    pub key_type: SimKeyType,
+    /// The client's public key, PEM SPKI (`-----BEGIN PUBLIC KEY-----`), for Ed25519 and RSA.
+    pub public_key_pem: Option<String>,
     pub seed: u64,
     /// Interval of server Ping frames (Binance: 20 s spot WS API, 3 min USD-M).
     pub ping_interval: Duration,
@@ -93,12 +105,50 @@ impl SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_key: DEMO_API_KEY.to_string(),
             api_secret: DEMO_API_SECRET.to_string(),
+            key_type: SimKeyType::Hmac,
+            public_key_pem: None,
             seed: 1,
             ping_interval: match market {
                 SimMarket::Spot => Duration::from_secs(20),
                 SimMarket::Usdm => Duration::from_secs(180),
             },
         }
+    }
+
+    /// Accept `api_key` with HMAC-SHA256 signatures made with `api_secret`.
+    pub fn with_hmac(mut self, api_key: impl Into<String>, api_secret: impl Into<String>) -> Self {
+        self.api_key = api_key.into();
+        self.api_secret = api_secret.into();
+        self.key_type = SimKeyType::Hmac;
+        self.public_key_pem = None;
+        self
+    }
+
+    /// Accept `api_key` with Ed25519 signatures checked against `public_key_pem` (PEM SPKI).
+    pub fn with_ed25519(
+        mut self,
+        api_key: impl Into<String>,
+        public_key_pem: impl Into<String>,
+    ) -> Self {
+        self.api_key = api_key.into();
+        self.api_secret = String::new();
+        self.key_type = SimKeyType::Ed25519;
+        self.public_key_pem = Some(public_key_pem.into());
+        self
+    }
+
+    /// Accept `api_key` with RSA (PKCS#1 v1.5, SHA-256) signatures checked against
+    /// `public_key_pem` (PEM SPKI).
+    pub fn with_rsa(
+        mut self,
+        api_key: impl Into<String>,
+        public_key_pem: impl Into<String>,
+    ) -> Self {
+        self.api_key = api_key.into();
+        self.api_secret = String::new();
+        self.key_type = SimKeyType::Rsa;
+        self.public_key_pem = Some(public_key_pem.into());
+        self
     }
 }
 
@@ -194,6 +244,8 @@ pub struct SimFill {
 /// Shared state of a running sim (server tasks hold this).
 pub(crate) struct Inner {
     pub(crate) cfg: SimConfig,
+    /// The configured key, parsed.
+    pub(crate) verifier: keys::Verifier,
     pub(crate) addr: SocketAddr,
     pub(crate) core: Mutex<Core>,
     pub(crate) cancel: CancellationToken,
@@ -246,7 +298,10 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Sim {
     /// Bind the listener and spawn the server task.
+    /// Fails if the configured public key is not a PEM SPKI key of its type.
     pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
+        let verifier =
+            keys::Verifier::new(cfg.key_type, &cfg.api_secret, cfg.public_key_pem.as_deref())?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let model = Model::new(cfg.market, cfg.seed, now_ms());
@@ -255,6 +310,7 @@ impl Sim {
             core: Mutex::new(Core::new(model, cfg.seed, clock_floor.clone())),
             clock_floor,
             cfg,
+            verifier,
             addr,
             cancel: CancellationToken::new(),
             clock_offset_ms: AtomicI64::new(0),
@@ -434,8 +490,8 @@ impl Sim {
     }
 }
 
-/// For the `acctstate sim` command: start, print the REST/WS URLs and the demo credentials to
-/// stdout, then trade at `per_sec` events/s until `shutdown` resolves.
+/// For the `acctstate sim` command: start, print the REST/WS URLs and the credentials it
+/// accepts to stdout, then trade at `per_sec` events/s until `shutdown` resolves.
 pub async fn serve(
     cfg: SimConfig,
     per_sec: u32,
@@ -443,12 +499,22 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let key = cfg.api_key.clone();
     let secret = cfg.api_secret.clone();
+    let key_type = cfg.key_type;
     let sim = Sim::start(cfg).await?;
     println!("market:     {}", sim.market());
     println!("rest_url:   {}", sim.rest_url());
     println!("ws_url:     {}", sim.ws_url());
+    println!("key_type:   {key_type}");
     println!("api_key:    {key}");
-    println!("api_secret: {secret}");
+    match key_type {
+        SimKeyType::Hmac => println!("api_secret: {secret}"),
+        SimKeyType::Ed25519 => {
+            println!("signatures: Ed25519 over the payload, base64 (URL-encoded on REST)")
+        }
+        SimKeyType::Rsa => println!(
+            "signatures: RSA PKCS#1 v1.5 / SHA-256 over the payload, base64 (URL-encoded on REST)"
+        ),
+    }
     let trader = sim.clone();
     let trading = async move {
         loop {

@@ -380,7 +380,7 @@ fn handle(
         params.get("recvWindow").map(String::as_str),
         inner.server_time(),
     )?;
-    auth::verify_rest_signature(&inner.cfg.api_secret, query, body)?;
+    auth::verify_rest_signature(&inner.verifier, query, body)?;
     let now = inner.server_time();
     let mut core = inner.lock();
     core.model.refresh(now);
@@ -773,8 +773,7 @@ fn ws_api_request(inner: &Arc<Inner>, conn: u64, text: &str) -> Vec<String> {
         "ping" => vec![ws_ok(&id, json!({}))],
         "time" => vec![ws_ok(&id, json!({"serverTime": now}))],
         "userDataStream.subscribe.signature" => {
-            if let Err(e) =
-                auth::verify_ws_params(params, &inner.cfg.api_key, &inner.cfg.api_secret, now)
+            if let Err(e) = auth::verify_ws_params(params, &inner.cfg.api_key, &inner.verifier, now)
             {
                 return vec![ws_error(&id, &e)];
             }

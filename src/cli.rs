@@ -60,6 +60,9 @@ pub enum Command {
         /// The HMAC secret the sim accepts (default: the demo secret).
         #[arg(long)]
         api_secret: Option<String>,
+        /// REQUEST_WEIGHT budget per minute (default: Binance's, 6000 spot / 2400 usdm).
+        #[arg(long, value_name = "N")]
+        weight_limit: Option<u32>,
     },
     /// The connectivity audit: config, Postgres, migrations, Redis, Binance REST, key, stream.
     Check {
@@ -179,12 +182,16 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             public_key,
             api_key,
             api_secret,
+            weight_limit,
         } => {
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
             let mut cfg = crate::sim::SimConfig::new(market);
             cfg.listen = listen;
             cfg.seed = seed;
+            if let Some(n) = weight_limit {
+                cfg.weight_limit = n;
+            }
             let key = api_key.unwrap_or_else(|| cfg.api_key.clone());
             cfg = match (key_type, public_key) {
                 (crate::sim::SimKeyType::Hmac, None) => {

@@ -60,6 +60,13 @@ impl ApiError {
             format!("Mandatory parameter '{param}' was not sent, was empty/null, or malformed."),
         )
     }
+    pub fn illegal_value(param: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -1100,
+            format!("Illegal characters found in parameter '{param}'."),
+        )
+    }
     pub fn illegal(param: &str) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -19,6 +19,7 @@
 
 mod account;
 mod auth;
+mod exchange_info;
 mod faults;
 mod keys;
 mod payloads;
@@ -26,13 +27,16 @@ mod server;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_info;
+#[cfg(test)]
 mod tests_keys;
 mod usdm_stream;
+mod weights;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -95,6 +99,9 @@ pub struct SimConfig {
     pub seed: u64,
     /// Interval of server Ping frames (Binance: 20 s spot WS API, 3 min USD-M).
     pub ping_interval: Duration,
+    /// REQUEST_WEIGHT budget per minute, shared by REST and the WS API (Binance: 6000 Spot,
+    /// 2400 USD-M); past it: HTTP 429 -1003 with `Retry-After`.
+    pub weight_limit: u32,
 }
 
 impl SimConfig {
@@ -112,6 +119,7 @@ impl SimConfig {
                 SimMarket::Spot => Duration::from_secs(20),
                 SimMarket::Usdm => Duration::from_secs(180),
             },
+            weight_limit: weights::default_limit(market),
         }
     }
 
@@ -257,6 +265,9 @@ pub(crate) struct Inner {
     pub(crate) events_sent: AtomicU64,
     pub(crate) rest_calls: AtomicU64,
     pub(crate) keepalives: AtomicU64,
+    /// Request weight used in the current minute, and the budget.
+    pub(crate) weights: Mutex<weights::WeightMeter>,
+    pub(crate) weight_limit: AtomicU32,
     /// Benchmarks: (event time `E`, when the event was handed to the connections), while on.
     pub(crate) send_log: Mutex<Option<Vec<(i64, Instant)>>>,
 }
@@ -271,6 +282,24 @@ impl Inner {
     pub(crate) fn server_time(&self) -> i64 {
         (now_ms() + self.clock_offset_ms.load(Ordering::Relaxed))
             .max(self.clock_floor.load(Ordering::Relaxed))
+    }
+
+    /// Charge `weight` against the minute's budget; the weight used, or the refusal.
+    pub(crate) fn charge(&self, weight: u32) -> Result<u32, weights::Refused> {
+        let limit = self.weight_limit.load(Ordering::Relaxed);
+        let now = self.server_time();
+        self.weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .charge(now, weight, limit)
+    }
+
+    pub(crate) fn used_weight(&self) -> u32 {
+        let now = self.server_time();
+        self.weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .used(now)
     }
 }
 
@@ -306,6 +335,7 @@ impl Sim {
         let addr = listener.local_addr()?;
         let model = Model::new(cfg.market, cfg.seed, now_ms());
         let clock_floor = Arc::new(AtomicI64::new(0));
+        let weight_limit = cfg.weight_limit;
         let inner = Arc::new(Inner {
             core: Mutex::new(Core::new(model, cfg.seed, clock_floor.clone())),
             clock_floor,
@@ -317,6 +347,8 @@ impl Sim {
             events_sent: AtomicU64::new(0),
             rest_calls: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
+            weights: Mutex::new(weights::WeightMeter::default()),
+            weight_limit: AtomicU32::new(weight_limit),
             send_log: Mutex::new(None),
         });
         server::spawn(inner.clone(), listener);
@@ -450,6 +482,17 @@ impl Sim {
         self.inner().rest_calls.load(Ordering::Relaxed)
     }
 
+    /// Request weight used in the current minute (REST and WS API together), as
+    /// `X-MBX-USED-WEIGHT-1M` reports it.
+    pub fn used_weight(&self) -> u32 {
+        self.inner().used_weight()
+    }
+
+    /// Change the per-minute REQUEST_WEIGHT budget of a running sim.
+    pub fn set_weight_limit(&self, limit: u32) {
+        self.inner().weight_limit.store(limit, Ordering::Relaxed);
+    }
+
     /// How many `PUT /fapi/v1/listenKey` calls were received.
     pub fn listen_key_keepalives(&self) -> u64 {
         self.inner().keepalives.load(Ordering::Relaxed)
@@ -500,10 +543,12 @@ pub async fn serve(
     let key = cfg.api_key.clone();
     let secret = cfg.api_secret.clone();
     let key_type = cfg.key_type;
+    let weight_limit = cfg.weight_limit;
     let sim = Sim::start(cfg).await?;
     println!("market:     {}", sim.market());
     println!("rest_url:   {}", sim.rest_url());
     println!("ws_url:     {}", sim.ws_url());
+    println!("weight:     {weight_limit} per minute (X-MBX-USED-WEIGHT-1M)");
     println!("key_type:   {key_type}");
     println!("api_key:    {key}");
     match key_type {

@@ -22,6 +22,7 @@ mod auth;
 mod exchange_info;
 mod faults;
 mod keys;
+mod orders;
 mod payloads;
 mod server;
 #[cfg(test)]
@@ -30,6 +31,8 @@ mod tests;
 mod tests_info;
 #[cfg(test)]
 mod tests_keys;
+#[cfg(test)]
+mod tests_orders;
 mod usdm_stream;
 mod weights;
 
@@ -214,6 +217,12 @@ pub struct SimOrder {
     pub orig_qty: Decimal,
     pub executed_qty: Decimal,
     pub cum_quote_qty: Decimal,
+    /// Spot MARKET orders by `quoteOrderQty`: the quote amount asked for (else 0).
+    pub quote_order_qty: Decimal,
+    /// USD-M `reduceOnly`.
+    pub reduce_only: bool,
+    /// Spot: the order list (OCO) the order belongs to, -1 if none.
+    pub order_list_id: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -456,6 +465,25 @@ impl Sim {
             }
         }
         produced
+    }
+
+    /// The current price (mark) of `symbol` on the sim's price path.
+    pub fn price(&self, symbol: &str) -> Option<Decimal> {
+        self.inner().lock().model.marks.get(symbol).copied()
+    }
+
+    /// Move `symbol`'s price (rounded to its tick): resting orders placed through the REST
+    /// API that it crosses fill at their price, and their events are sent. Returns how many
+    /// events that produced (`None`: unknown symbol).
+    pub fn set_price(&self, symbol: &str, price: Decimal) -> Option<usize> {
+        let inner = self.inner();
+        let now = inner.server_time();
+        let mut core = inner.lock();
+        let events = core.model.set_mark(symbol, price, now)?;
+        let n = events.len();
+        let delivered = core.emit(events);
+        inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
+        Some(n)
     }
 
     /// A snapshot of the account model.

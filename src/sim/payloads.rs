@@ -38,7 +38,7 @@ pub(crate) fn spot_execution_report(e: i64, exec_id: i64, o: &SimOrder, ex: &Exe
         None => (o.client_order_id.clone(), String::new()),
     };
     let open = o.status == "NEW" || o.status == "PARTIALLY_FILLED";
-    let limit = o.order_type == "LIMIT";
+    let limit = o.order_type == "LIMIT" || o.order_type == "LIMIT_MAKER";
     let (l, lp, lq, n, nn, t, m) = match &ex.fill {
         Some(f) => (
             f.qty,
@@ -71,7 +71,7 @@ pub(crate) fn spot_execution_report(e: i64, exec_id: i64, o: &SimOrder, ex: &Exe
         "p": f8(o.price),
         "P": f8(o.stop_price),
         "F": f8(Decimal::ZERO),
-        "g": -1,
+        "g": o.order_list_id,
         "C": orig_c,
         "x": ex.exec_type,
         "X": o.status,
@@ -91,7 +91,7 @@ pub(crate) fn spot_execution_report(e: i64, exec_id: i64, o: &SimOrder, ex: &Exe
         "O": o.created_at,
         "Z": f8(o.cum_quote_qty),
         "Y": f8(lq),
-        "Q": f8(Decimal::ZERO),
+        "Q": f8(o.quote_order_qty),
         "V": "NONE"
     });
     if limit && let Some(obj) = v.as_object_mut() {
@@ -146,7 +146,7 @@ pub(crate) fn spot_order(o: &SimOrder) -> Value {
     json!({
         "symbol": o.symbol,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": o.client_order_id,
         "price": f8(o.price),
         "origQty": f8(o.orig_qty),
@@ -161,7 +161,7 @@ pub(crate) fn spot_order(o: &SimOrder) -> Value {
         "time": o.created_at,
         "updateTime": o.updated_at,
         "isWorking": true,
-        "origQuoteOrderQty": f8(Decimal::ZERO),
+        "origQuoteOrderQty": f8(o.quote_order_qty),
         "workingTime": o.created_at,
         "selfTradePreventionMode": "NONE"
     })
@@ -245,7 +245,7 @@ pub(crate) fn usdm_order_trade_update(
         "b": fs(bid),
         "a": fs(ask),
         "m": m,
-        "R": false,
+        "R": o.reduce_only,
         "wt": "CONTRACT_PRICE",
         "ot": o.order_type,
         "ps": "BOTH",
@@ -489,7 +489,7 @@ pub(crate) fn usdm_order(o: &SimOrder) -> Value {
         "origQty": fs(o.orig_qty),
         "origType": o.order_type,
         "price": fs(o.price),
-        "reduceOnly": false,
+        "reduceOnly": o.reduce_only,
         "side": o.side,
         "positionSide": "BOTH",
         "status": o.status,

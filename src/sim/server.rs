@@ -386,7 +386,13 @@ fn handle(
     if !signed {
         return Err(not_found());
     }
-    if method != Method::GET {
+    let trade = matches!(
+        (market, method.as_str(), path),
+        (SimMarket::Spot, "POST" | "DELETE", "/api/v3/order")
+            | (SimMarket::Spot, "DELETE", "/api/v3/openOrders")
+            | (SimMarket::Usdm, "POST" | "DELETE", "/fapi/v1/order")
+    );
+    if method != Method::GET && !trade {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             -1000,
@@ -403,6 +409,16 @@ fn handle(
     auth::verify_rest_signature(&inner.verifier, query, body)?;
     let now = inner.server_time();
     let mut core = inner.lock();
+    if trade {
+        let placed = match (method.as_str(), path) {
+            ("POST", _) => core.model.api_place(&params, now)?,
+            (_, "/api/v3/openOrders") => core.model.api_cancel_all(&params, now)?,
+            _ => core.model.api_cancel(&params, now)?,
+        };
+        let n = core.emit(placed.events);
+        inner.events_sent.fetch_add(n, Ordering::Relaxed);
+        return Ok(placed.body);
+    }
     core.model.refresh(now);
     let m = &core.model;
     let symbol = params.get("symbol").cloned();

@@ -321,12 +321,49 @@ async fn rest(
     let mut resp = match injected {
         Some(f) => f.response(inner.server_time()),
         None => match handle(&inner, &method, uri.path(), &headers, &query, &body) {
-            Ok(v) => json_response(StatusCode::OK, &v),
+            Ok(mut v) => {
+                if inner.cfg.market == SimMarket::Spot && microseconds(&headers) {
+                    to_microseconds(&mut v);
+                }
+                json_response(StatusCode::OK, &v)
+            }
             Err(e) => e.into_response(),
         },
     };
     weights::set_used_header(&mut resp, used);
     resp
+}
+
+/// Spot `X-MBX-TIME-UNIT: MICROSECOND` (either case): "all time and timestamp related fields
+/// in the JSON response will be in microseconds" ([S-REST] "General API Information").
+fn microseconds(headers: &HeaderMap) -> bool {
+    headers
+        .get("X-MBX-TIME-UNIT")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("MICROSECOND"))
+}
+
+/// The time fields of Spot REST bodies, ms → µs (the sim keeps ms, so the µs end in 000).
+fn to_microseconds(v: &mut Value) {
+    const TIME_KEYS: &[&str] = &[
+        "serverTime",
+        "time",
+        "updateTime",
+        "transactTime",
+        "workingTime",
+    ];
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x.as_i64() {
+                    Some(t) if TIME_KEYS.contains(&k.as_str()) && t > 0 => *x = json!(t * 1000),
+                    _ => to_microseconds(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(to_microseconds),
+        _ => {}
+    }
 }
 
 fn not_found() -> ApiError {

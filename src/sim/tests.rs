@@ -125,12 +125,27 @@ pub(super) async fn http(
     key: Option<&str>,
     body: &str,
 ) -> Resp {
+    http_with(sim, method, target, key, body, &[]).await
+}
+
+/// [`http`] with extra request headers.
+pub(super) async fn http_with(
+    sim: &Sim,
+    method: &str,
+    target: &str,
+    key: Option<&str>,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Resp {
     let mut s = tokio::net::TcpStream::connect(sim.addr())
         .await
         .expect("connect");
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     if let Some(k) = key {
         req.push_str(&format!("X-MBX-APIKEY: {k}\r\n"));
+    }
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     if !body.is_empty() {
         req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");

@@ -239,3 +239,117 @@ async fn ws_api_rate_limits_count_the_shared_budget() {
         assert!(r["error"]["data"]["retryAfter"].is_i64(), "{r}");
     }
 }
+
+#[tokio::test]
+async fn position_risk_lists_symbols_with_orders_but_no_position() {
+    let sim = Sim::start(test_cfg(SimMarket::Usdm)).await.expect("start");
+    let pr = signed_get(&sim, "/fapi/v3/positionRisk", "").await.json();
+    assert!(
+        pr.as_array()
+            .is_some_and(|a| a.iter().all(|r| r["symbol"] != "BNBUSDT")),
+        "{pr}"
+    );
+    let q = format!(
+        "symbol=BNBUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=500.00&timestamp={}",
+        super::tests::now()
+    );
+    let target = format!(
+        "/fapi/v1/order?{q}&signature={}",
+        super::tests::sign(DEMO_API_SECRET, &q)
+    );
+    let placed = http(&sim, "POST", &target, Some(DEMO_API_KEY), "").await;
+    assert_eq!(placed.status, 200, "{}", placed.body);
+    let pr = signed_get(&sim, "/fapi/v3/positionRisk", "symbol=BNBUSDT")
+        .await
+        .json();
+    let row = &pr[0];
+    assert_eq!(
+        (row["symbol"].as_str(), row["positionAmt"].as_str()),
+        (Some("BNBUSDT"), Some("0")),
+        "{pr}"
+    );
+    assert_eq!(
+        (row["entryPrice"].as_str(), row["notional"].as_str()),
+        (Some("0"), Some("0.00000000"))
+    );
+    assert_eq!(row["openOrderInitialMargin"], "25.00000000");
+    assert_eq!(row["bidNotional"], "500");
+    let acct = signed_get(&sim, "/fapi/v3/account", "").await.json();
+    assert!(acct["positions"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|p| p["symbol"] == "BNBUSDT" && p["positionAmt"] == "0")
+    }));
+    // The model itself holds no BNBUSDT position.
+    assert!(!sim.state().positions.contains_key("BNBUSDT:BOTH"));
+}
+
+#[tokio::test]
+async fn spot_time_unit_microsecond() {
+    let sim = Sim::start(test_cfg(SimMarket::Spot)).await.expect("start");
+    let us = [("X-MBX-TIME-UNIT", "MICROSECOND")];
+    let t = super::tests::http_with(&sim, "GET", "/api/v3/time", None, "", &us)
+        .await
+        .json()["serverTime"]
+        .as_i64()
+        .expect("serverTime");
+    assert!((t / 1000 - super::tests::now()).abs() < 5_000, "{t}");
+    let ms = http(&sim, "GET", "/api/v3/time", None, "").await.json()["serverTime"]
+        .as_i64()
+        .expect("ms");
+    assert!(ms < 10_000_000_000_000, "default stays in ms");
+    let q = format!("timestamp={}", super::tests::now());
+    let target = format!(
+        "/api/v3/account?{q}&signature={}",
+        super::tests::sign(DEMO_API_SECRET, &q)
+    );
+    let lower = [("X-MBX-TIME-UNIT", "microsecond")];
+    let acct = super::tests::http_with(&sim, "GET", &target, Some(DEMO_API_KEY), "", &lower)
+        .await
+        .json();
+    assert!(
+        acct["updateTime"]
+            .as_i64()
+            .is_some_and(|u| u > 1_000_000_000_000_000),
+        "{acct}"
+    );
+    let q = format!(
+        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=59000&timestamp={}",
+        super::tests::now()
+    );
+    let target = format!(
+        "/api/v3/order?{q}&signature={}",
+        super::tests::sign(DEMO_API_SECRET, &q)
+    );
+    let b = super::tests::http_with(&sim, "POST", &target, Some(DEMO_API_KEY), "", &us)
+        .await
+        .json();
+    for k in ["transactTime", "workingTime"] {
+        assert!(
+            b[k].as_i64().is_some_and(|u| u > 1_000_000_000_000_000),
+            "{k}: {b}"
+        );
+    }
+    let oo = super::tests::http_with(
+        &sim,
+        "GET",
+        &{
+            let q = format!("symbol=BTCUSDT&timestamp={}", super::tests::now());
+            format!(
+                "/api/v3/openOrders?{q}&signature={}",
+                super::tests::sign(DEMO_API_SECRET, &q)
+            )
+        },
+        Some(DEMO_API_KEY),
+        "",
+        &us,
+    )
+    .await
+    .json();
+    assert!(
+        oo[0]["time"]
+            .as_i64()
+            .is_some_and(|u| u > 1_000_000_000_000_000),
+        "{oo}"
+    );
+    assert_eq!(oo[0]["orderListId"], -1, "other numbers stay as they are");
+}

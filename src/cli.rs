@@ -48,6 +48,21 @@ pub enum Command {
         /// Seed of the trading session.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// How requests are signed: `hmac`, `ed25519` or `rsa` (the last two need --public-key).
+        #[arg(long, default_value = "hmac")]
+        key_type: crate::sim::SimKeyType,
+        /// The client's public key (PEM SPKI, `-----BEGIN PUBLIC KEY-----`) for ed25519 / rsa.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The API key the sim accepts (default: the demo key).
+        #[arg(long)]
+        api_key: Option<String>,
+        /// The HMAC secret the sim accepts (default: the demo secret).
+        #[arg(long)]
+        api_secret: Option<String>,
+        /// REQUEST_WEIGHT budget per minute (default: Binance's, 6000 spot / 2400 usdm).
+        #[arg(long, value_name = "N")]
+        weight_limit: Option<u32>,
     },
     /// The connectivity audit: config, Postgres, migrations, Redis, Binance REST, key, stream.
     Check {
@@ -163,12 +178,48 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             listen,
             rate,
             seed,
+            key_type,
+            public_key,
+            api_key,
+            api_secret,
+            weight_limit,
         } => {
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
             let mut cfg = crate::sim::SimConfig::new(market);
             cfg.listen = listen;
             cfg.seed = seed;
+            if let Some(n) = weight_limit {
+                cfg.weight_limit = n;
+            }
+            let key = api_key.unwrap_or_else(|| cfg.api_key.clone());
+            cfg = match (key_type, public_key) {
+                (crate::sim::SimKeyType::Hmac, None) => {
+                    let secret = api_secret.unwrap_or_else(|| cfg.api_secret.clone());
+                    cfg.with_hmac(key, secret)
+                }
+                (crate::sim::SimKeyType::Hmac, Some(_)) => {
+                    return Err(anyhow::anyhow!(
+                        "--public-key goes with --key-type ed25519 or rsa"
+                    )
+                    .into());
+                }
+                (_, None) => {
+                    return Err(anyhow::anyhow!(
+                        "--key-type {key_type} needs --public-key FILE (PEM)"
+                    )
+                    .into());
+                }
+                (kt, Some(file)) => {
+                    let pem = std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("--public-key {}: {e}", file.display()))?;
+                    if kt == crate::sim::SimKeyType::Ed25519 {
+                        cfg.with_ed25519(key, pem)
+                    } else {
+                        cfg.with_rsa(key, pem)
+                    }
+                }
+            };
             crate::sim::serve(cfg, rate, async move { cancel.cancelled().await }).await?;
             Ok(())
         }

@@ -3,7 +3,7 @@
 //! snapshots always equal what the event stream has said. Each action returns the Binance
 //! events it would push (unwrapped payloads built by `payloads`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -64,12 +64,12 @@ pub(crate) struct Exec {
 pub(crate) struct Model {
     pub market: SimMarket,
     pub st: SimState,
-    rng: StdRng,
+    pub(super) rng: StdRng,
     pub symbols: Vec<SymbolSpec>,
     pub marks: BTreeMap<String, Decimal>,
-    next_order_id: i64,
-    next_trade_id: i64,
-    next_algo_id: i64,
+    pub(super) next_order_id: i64,
+    pub(super) next_trade_id: i64,
+    pub(super) next_algo_id: i64,
     pub next_exec_id: i64,
     last_event: i64,
     /// Spot: time of the last balance change (REST `updateTime`, event `u`).
@@ -77,8 +77,11 @@ pub(crate) struct Model {
     /// USD-M: per-asset / per-position update times.
     pub asset_update: BTreeMap<String, i64>,
     pub pos_update: BTreeMap<String, i64>,
-    finished: VecDeque<String>,
-    order_fills: HashMap<String, Vec<String>>,
+    pub(super) finished: VecDeque<String>,
+    pub(super) order_fills: HashMap<String, Vec<String>>,
+    /// Keys of the open orders placed through the REST API: the random session never fills
+    /// or cancels them; they fill when the price path crosses them (`orders`).
+    pub(super) api_orders: BTreeSet<String>,
 }
 
 fn okey(symbol: &str, id: i64) -> String {
@@ -148,6 +151,7 @@ impl Model {
             pos_update: BTreeMap::new(),
             finished: VecDeque::new(),
             order_fills: HashMap::new(),
+            api_orders: BTreeSet::new(),
         };
         match market {
             SimMarket::Spot => {
@@ -207,7 +211,7 @@ impl Model {
         e
     }
 
-    fn spec(&self, symbol: &str) -> Option<&SymbolSpec> {
+    pub(super) fn spec(&self, symbol: &str) -> Option<&SymbolSpec> {
         self.symbols.iter().find(|s| s.name == symbol)
     }
 
@@ -290,6 +294,7 @@ impl Model {
     /// One random action; returns the events it produced.
     pub fn step(&mut self, now: i64) -> Vec<Value> {
         self.random_walk();
+        let crossed = self.match_resting(now);
         let mut evs = Vec::new();
         for _ in 0..4 {
             let roll = self.rng.random_range(0..100);
@@ -305,7 +310,11 @@ impl Model {
             evs = self.deposit(now, true);
         }
         self.refresh(now);
-        evs
+        if crossed.is_empty() {
+            evs
+        } else {
+            crossed.into_iter().chain(evs).collect()
+        }
     }
 
     fn spot_action(&mut self, roll: u32, now: i64) -> Vec<Value> {
@@ -349,7 +358,7 @@ impl Model {
         )
     }
 
-    fn client_id(&mut self, prefix: &str) -> String {
+    pub(super) fn client_id(&mut self, prefix: &str) -> String {
         const CH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         let mut s = String::from(prefix);
         for _ in 0..22usize.saturating_sub(prefix.len()) {
@@ -358,7 +367,7 @@ impl Model {
         s
     }
 
-    fn new_order(
+    pub(super) fn new_order(
         &mut self,
         spec: &SymbolSpec,
         side: &str,
@@ -383,16 +392,19 @@ impl Model {
             orig_qty: qty,
             executed_qty: Decimal::ZERO,
             cum_quote_qty: Decimal::ZERO,
+            quote_order_qty: Decimal::ZERO,
+            reduce_only: false,
+            order_list_id: -1,
             created_at: now,
             updated_at: now,
         }
     }
 
-    fn balance_mut(&mut self, asset: &str) -> &mut SimBalance {
+    pub(super) fn balance_mut(&mut self, asset: &str) -> &mut SimBalance {
         self.st.balances.entry(asset.to_string()).or_default()
     }
 
-    fn free(&self, asset: &str) -> Decimal {
+    pub(super) fn free(&self, asset: &str) -> Decimal {
         self.st
             .balances
             .get(asset)
@@ -400,7 +412,7 @@ impl Model {
             .unwrap_or_default()
     }
 
-    fn usdt_available(&mut self, now: i64) -> Decimal {
+    pub(super) fn usdt_available(&mut self, now: i64) -> Decimal {
         self.refresh(now);
         self.st
             .balances
@@ -410,7 +422,7 @@ impl Model {
     }
 
     /// Spot: the asset and amount an open order keeps locked for its remaining quantity.
-    fn spot_lock(&self, o: &SimOrder) -> Option<(String, Decimal)> {
+    pub(super) fn spot_lock(&self, o: &SimOrder) -> Option<(String, Decimal)> {
         let spec = self.spec(&o.symbol)?;
         let rem = o.orig_qty - o.executed_qty;
         Some(if o.side == "BUY" {
@@ -420,7 +432,7 @@ impl Model {
         })
     }
 
-    fn spot_position_event(&mut self, assets: &[String], now: i64) -> Value {
+    pub(super) fn spot_position_event(&mut self, assets: &[String], now: i64) -> Value {
         let e = self.event_time(now);
         let bals: Vec<(String, Decimal, Decimal)> = assets
             .iter()
@@ -432,7 +444,7 @@ impl Model {
         payloads::spot_account_position(e, self.update_time, &bals)
     }
 
-    fn order_event(&mut self, o: &SimOrder, ex: &Exec, now: i64) -> Vec<Value> {
+    pub(super) fn order_event(&mut self, o: &SimOrder, ex: &Exec, now: i64) -> Vec<Value> {
         match self.market {
             SimMarket::Spot => {
                 let e = self.event_time(now);
@@ -514,23 +526,31 @@ impl Model {
         }
     }
 
-    fn insert_open(&mut self, o: SimOrder) {
+    pub(super) fn insert_open(&mut self, o: SimOrder) {
         let k = okey(&o.symbol, o.order_id);
         self.st.orders.insert(k.clone(), o.clone());
         self.st.open_orders.insert(k, o);
     }
 
+    /// A random open order of the session's own (never one placed through the API).
     fn random_open_key(&mut self) -> Option<String> {
-        let n = self.st.open_orders.len();
+        let n = self.st.open_orders.len() - self.api_orders.len();
         if n == 0 {
             return None;
         }
         let i = self.rng.random_range(0..n);
-        self.st.open_orders.keys().nth(i).cloned()
+        let api = &self.api_orders;
+        self.st
+            .open_orders
+            .keys()
+            .filter(|k| !api.contains(*k))
+            .nth(i)
+            .cloned()
     }
 
-    fn finish(&mut self, key: &str, o: &SimOrder) {
+    pub(super) fn finish(&mut self, key: &str, o: &SimOrder) {
         self.st.open_orders.remove(key);
+        self.api_orders.remove(key);
         self.st.orders.insert(key.to_string(), o.clone());
         self.finished.push_back(key.to_string());
         while self.finished.len() > MAX_FINISHED_ORDERS {
@@ -568,7 +588,7 @@ impl Model {
     }
 
     /// Execute `qty` of an order at `price`; returns the events.
-    fn apply_fill(
+    pub(super) fn apply_fill(
         &mut self,
         key: &str,
         mut o: SimOrder,
@@ -702,7 +722,7 @@ impl Model {
         evs
     }
 
-    fn usdm_account_update(
+    pub(super) fn usdm_account_update(
         &mut self,
         now: i64,
         reason: &str,
@@ -742,6 +762,18 @@ impl Model {
 
     /// Cancel (or expire) an open order; `emit` false = silent.
     pub fn cancel_order(&mut self, key: &str, now: i64, expire: bool, emit: bool) -> Vec<Value> {
+        self.cancel_order_as(key, now, expire, emit, None)
+    }
+
+    /// [`Model::cancel_order`]; a Spot cancel takes `cancel_cid` as its new client id (`c`).
+    pub fn cancel_order_as(
+        &mut self,
+        key: &str,
+        now: i64,
+        expire: bool,
+        emit: bool,
+        cancel_cid: Option<String>,
+    ) -> Vec<Value> {
         let Some(mut o) = self.st.open_orders.get(key).cloned() else {
             return Vec::new();
         };
@@ -765,7 +797,11 @@ impl Model {
         let cancel_ids = if expire || self.market == SimMarket::Usdm {
             None
         } else {
-            Some((self.client_id("web_"), o.client_order_id.clone()))
+            let c = match cancel_cid {
+                Some(c) => c,
+                None => self.client_id("web_"),
+            };
+            Some((c, o.client_order_id.clone()))
         };
         let ex = Exec {
             exec_type: if expire { "EXPIRED" } else { "CANCELED" },
@@ -1039,7 +1075,14 @@ impl Model {
                 self.pos_update.insert("BTCUSDT".to_string(), now);
             }
         }
-        if let Some(k) = self.st.open_orders.keys().next().cloned() {
+        let api = &self.api_orders;
+        if let Some(k) = self
+            .st
+            .open_orders
+            .keys()
+            .find(|k| !api.contains(*k))
+            .cloned()
+        {
             self.cancel_order(&k, now, false, false);
         }
         self.refresh(now);

@@ -1,11 +1,17 @@
-//! Request authentication exactly as Binance does it: API key header, HMAC-SHA256 signatures
-//! over the percent-encoded query string + body (REST) or over the alphabetically sorted
-//! params (WebSocket API), and the timestamp / recvWindow rule. Errors carry Binance's codes.
+//! Request authentication exactly as Binance does it: API key header, signatures (HMAC,
+//! Ed25519 or RSA: `keys`) over the percent-encoded query string + body (REST) or over the
+//! alphabetically sorted params (WebSocket API), and the timestamp / recvWindow rule. Errors
+//! carry Binance's codes and HTTP statuses as measured in production (SPEC §5a, 2026-07-31):
+//! bad signature 400 -1022, unknown or unpermitted key 401 -2015, no key or a malformed one
+//! 401 -2014.
+//!
+//! Inference: on the WS API `apiKey` is an ordinary parameter, so a request without it gets
+//! -1102 (mandatory parameter); a malformed or unknown one gets -2014 / -2015 as on REST.
 
 use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
+
+use super::keys::{self, Verifier};
 
 /// A Binance-style error: HTTP status + `{"code":..,"msg":..}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +36,9 @@ impl ApiError {
             "Invalid API-key, IP, or permissions for action.",
         )
     }
+    pub fn key_format() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid.")
+    }
     pub fn bad_signature() -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -51,6 +60,13 @@ impl ApiError {
             format!("Mandatory parameter '{param}' was not sent, was empty/null, or malformed."),
         )
     }
+    pub fn illegal_value(param: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -1100,
+            format!("Illegal characters found in parameter '{param}'."),
+        )
+    }
     pub fn illegal(param: &str) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -62,27 +78,22 @@ impl ApiError {
     }
 }
 
-fn mac(secret: &str) -> Option<Hmac<Sha256>> {
-    Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()
+/// An API key named by a request: ours, a plausible other one (-2015) or malformed (-2014).
+fn check_key_value(given: &str, api_key: &str) -> Result<(), ApiError> {
+    if given == api_key {
+        Ok(())
+    } else if keys::plausible_api_key(given) {
+        Err(ApiError::bad_key())
+    } else {
+        Err(ApiError::key_format())
+    }
 }
 
-/// Constant-time check of a hex signature (case-insensitive).
-pub(crate) fn verify_hex(secret: &str, payload: &[u8], signature: &str) -> bool {
-    let Ok(sig) = hex::decode(signature.trim()) else {
-        return false;
-    };
-    let Some(mut m) = mac(secret) else {
-        return false;
-    };
-    m.update(payload);
-    m.verify_slice(&sig).is_ok()
-}
-
-/// The `X-MBX-APIKEY` header must name our key.
+/// The `X-MBX-APIKEY` header must name our key; without one: -2014.
 pub(crate) fn check_api_key(headers: &HeaderMap, api_key: &str) -> Result<(), ApiError> {
-    match headers.get("X-MBX-APIKEY").and_then(|v| v.to_str().ok()) {
-        Some(k) if k == api_key => Ok(()),
-        _ => Err(ApiError::bad_key()),
+    match headers.get("X-MBX-APIKEY").map(|v| v.to_str()) {
+        Some(Ok(k)) => check_key_value(k, api_key),
+        _ => Err(ApiError::key_format()),
     }
 }
 
@@ -102,7 +113,11 @@ fn split_signature(s: &str) -> Option<(String, String)> {
 
 /// Verify a SIGNED REST request: payload = query string as sent (without the signature) +
 /// body. The signature may be in the query string or in the body.
-pub(crate) fn verify_rest_signature(secret: &str, query: &str, body: &str) -> Result<(), ApiError> {
+pub(crate) fn verify_rest_signature(
+    verifier: &Verifier,
+    query: &str,
+    body: &str,
+) -> Result<(), ApiError> {
     let (payload, sig) = if let Some((q, sig)) = split_signature(query) {
         (format!("{q}{body}"), sig)
     } else if let Some((b, sig)) = split_signature(body) {
@@ -110,7 +125,7 @@ pub(crate) fn verify_rest_signature(secret: &str, query: &str, body: &str) -> Re
     } else {
         return Err(ApiError::mandatory("signature"));
     };
-    if verify_hex(secret, payload.as_bytes(), &sig) {
+    if verifier.verify(payload.as_bytes(), &keys::form_decode(&sig)) {
         Ok(())
     } else {
         Err(ApiError::bad_signature())
@@ -183,13 +198,13 @@ pub(crate) fn param_str(params: &Map<String, Value>, key: &str) -> Option<String
 pub(crate) fn verify_ws_params(
     params: &Map<String, Value>,
     api_key: &str,
-    secret: &str,
+    verifier: &Verifier,
     server_time: i64,
 ) -> Result<(), ApiError> {
-    match params.get("apiKey").and_then(Value::as_str) {
-        None => return Err(ApiError::mandatory("apiKey")),
-        Some(k) if k != api_key => return Err(ApiError::bad_key()),
-        Some(_) => {}
+    match params.get("apiKey") {
+        None | Some(Value::Null) => return Err(ApiError::mandatory("apiKey")),
+        Some(Value::String(k)) => check_key_value(k, api_key)?,
+        Some(_) => return Err(ApiError::key_format()),
     }
     let sig = param_str(params, "signature").ok_or_else(|| ApiError::mandatory("signature"))?;
     check_timestamp(
@@ -197,7 +212,7 @@ pub(crate) fn verify_ws_params(
         param_str(params, "recvWindow").as_deref(),
         server_time,
     )?;
-    if !verify_hex(secret, ws_payload(params).as_bytes(), &sig) {
+    if !verifier.verify(ws_payload(params).as_bytes(), &sig) {
         return Err(ApiError::bad_signature());
     }
     Ok(())

@@ -13,22 +13,33 @@
 //! - Spot fills charge commission in the received asset; a market order may fill in two
 //!   trades, each followed by its own `outboundAccountPosition`.
 //! - Server Ping frames are sent; a missing Pong does not disconnect the client.
-//! - Check order for SIGNED calls: API key (-2015), timestamp/recvWindow (-1021), signature
-//!   (-1022).
+//! - Check order for SIGNED calls: API key (-2014 / -2015), timestamp/recvWindow (-1021),
+//!   signature (-1022).
+//! - One API key per sim, of one type (HMAC, Ed25519 or RSA: `keys`).
 
 mod account;
 mod auth;
+mod exchange_info;
 mod faults;
+mod keys;
+mod orders;
 mod payloads;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_info;
+#[cfg(test)]
+mod tests_keys;
+#[cfg(test)]
+mod tests_orders;
 mod usdm_stream;
+mod weights;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,6 +51,8 @@ use tokio_util::sync::CancellationToken;
 
 use account::Model;
 use server::Core;
+
+pub use keys::SimKeyType;
 
 /// API key accepted by a sim started with [`SimConfig::new`].
 pub const DEMO_API_KEY: &str = "simDemoApiKey0000000000000000000000000000000000000000000000000001";
@@ -78,11 +91,20 @@ impl std::fmt::Display for SimMarket {
 pub struct SimConfig {
     pub market: SimMarket,
     pub listen: SocketAddr,
+    /// The only API key the sim accepts (`X-MBX-APIKEY`, WS API `apiKey`).
     pub api_key: String,
+    /// The HMAC secret (used when `key_type` is `Hmac`).
     pub api_secret: String,
+    /// How requests are signed: HMAC (default), Ed25519 or RSA.
+    pub key_type: SimKeyType,
+    /// The client's public key, PEM SPKI (`-----BEGIN PUBLIC KEY-----`), for Ed25519 and RSA.
+    pub public_key_pem: Option<String>,
     pub seed: u64,
     /// Interval of server Ping frames (Binance: 20 s spot WS API, 3 min USD-M).
     pub ping_interval: Duration,
+    /// REQUEST_WEIGHT budget per minute, shared by REST and the WS API (Binance: 6000 Spot,
+    /// 2400 USD-M); past it: HTTP 429 -1003 with `Retry-After`.
+    pub weight_limit: u32,
 }
 
 impl SimConfig {
@@ -93,12 +115,51 @@ impl SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_key: DEMO_API_KEY.to_string(),
             api_secret: DEMO_API_SECRET.to_string(),
+            key_type: SimKeyType::Hmac,
+            public_key_pem: None,
             seed: 1,
             ping_interval: match market {
                 SimMarket::Spot => Duration::from_secs(20),
                 SimMarket::Usdm => Duration::from_secs(180),
             },
+            weight_limit: weights::default_limit(market),
         }
+    }
+
+    /// Accept `api_key` with HMAC-SHA256 signatures made with `api_secret`.
+    pub fn with_hmac(mut self, api_key: impl Into<String>, api_secret: impl Into<String>) -> Self {
+        self.api_key = api_key.into();
+        self.api_secret = api_secret.into();
+        self.key_type = SimKeyType::Hmac;
+        self.public_key_pem = None;
+        self
+    }
+
+    /// Accept `api_key` with Ed25519 signatures checked against `public_key_pem` (PEM SPKI).
+    pub fn with_ed25519(
+        mut self,
+        api_key: impl Into<String>,
+        public_key_pem: impl Into<String>,
+    ) -> Self {
+        self.api_key = api_key.into();
+        self.api_secret = String::new();
+        self.key_type = SimKeyType::Ed25519;
+        self.public_key_pem = Some(public_key_pem.into());
+        self
+    }
+
+    /// Accept `api_key` with RSA (PKCS#1 v1.5, SHA-256) signatures checked against
+    /// `public_key_pem` (PEM SPKI).
+    pub fn with_rsa(
+        mut self,
+        api_key: impl Into<String>,
+        public_key_pem: impl Into<String>,
+    ) -> Self {
+        self.api_key = api_key.into();
+        self.api_secret = String::new();
+        self.key_type = SimKeyType::Rsa;
+        self.public_key_pem = Some(public_key_pem.into());
+        self
     }
 }
 
@@ -156,6 +217,12 @@ pub struct SimOrder {
     pub orig_qty: Decimal,
     pub executed_qty: Decimal,
     pub cum_quote_qty: Decimal,
+    /// Spot MARKET orders by `quoteOrderQty`: the quote amount asked for (else 0).
+    pub quote_order_qty: Decimal,
+    /// USD-M `reduceOnly`.
+    pub reduce_only: bool,
+    /// Spot: the order list (OCO) the order belongs to, -1 if none.
+    pub order_list_id: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -194,6 +261,8 @@ pub struct SimFill {
 /// Shared state of a running sim (server tasks hold this).
 pub(crate) struct Inner {
     pub(crate) cfg: SimConfig,
+    /// The configured key, parsed.
+    pub(crate) verifier: keys::Verifier,
     pub(crate) addr: SocketAddr,
     pub(crate) core: Mutex<Core>,
     pub(crate) cancel: CancellationToken,
@@ -205,6 +274,9 @@ pub(crate) struct Inner {
     pub(crate) events_sent: AtomicU64,
     pub(crate) rest_calls: AtomicU64,
     pub(crate) keepalives: AtomicU64,
+    /// Request weight used in the current minute, and the budget.
+    pub(crate) weights: Mutex<weights::WeightMeter>,
+    pub(crate) weight_limit: AtomicU32,
     /// Benchmarks: (event time `E`, when the event was handed to the connections), while on.
     pub(crate) send_log: Mutex<Option<Vec<(i64, Instant)>>>,
 }
@@ -219,6 +291,24 @@ impl Inner {
     pub(crate) fn server_time(&self) -> i64 {
         (now_ms() + self.clock_offset_ms.load(Ordering::Relaxed))
             .max(self.clock_floor.load(Ordering::Relaxed))
+    }
+
+    /// Charge `weight` against the minute's budget; the weight used, or the refusal.
+    pub(crate) fn charge(&self, weight: u32) -> Result<u32, weights::Refused> {
+        let limit = self.weight_limit.load(Ordering::Relaxed);
+        let now = self.server_time();
+        self.weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .charge(now, weight, limit)
+    }
+
+    pub(crate) fn used_weight(&self) -> u32 {
+        let now = self.server_time();
+        self.weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .used(now)
     }
 }
 
@@ -246,21 +336,28 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Sim {
     /// Bind the listener and spawn the server task.
+    /// Fails if the configured public key is not a PEM SPKI key of its type.
     pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
+        let verifier =
+            keys::Verifier::new(cfg.key_type, &cfg.api_secret, cfg.public_key_pem.as_deref())?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let model = Model::new(cfg.market, cfg.seed, now_ms());
         let clock_floor = Arc::new(AtomicI64::new(0));
+        let weight_limit = cfg.weight_limit;
         let inner = Arc::new(Inner {
             core: Mutex::new(Core::new(model, cfg.seed, clock_floor.clone())),
             clock_floor,
             cfg,
+            verifier,
             addr,
             cancel: CancellationToken::new(),
             clock_offset_ms: AtomicI64::new(0),
             events_sent: AtomicU64::new(0),
             rest_calls: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
+            weights: Mutex::new(weights::WeightMeter::default()),
+            weight_limit: AtomicU32::new(weight_limit),
             send_log: Mutex::new(None),
         });
         server::spawn(inner.clone(), listener);
@@ -370,6 +467,25 @@ impl Sim {
         produced
     }
 
+    /// The current price (mark) of `symbol` on the sim's price path.
+    pub fn price(&self, symbol: &str) -> Option<Decimal> {
+        self.inner().lock().model.marks.get(symbol).copied()
+    }
+
+    /// Move `symbol`'s price (rounded to its tick): resting orders placed through the REST
+    /// API that it crosses fill at their price, and their events are sent. Returns how many
+    /// events that produced (`None`: unknown symbol).
+    pub fn set_price(&self, symbol: &str, price: Decimal) -> Option<usize> {
+        let inner = self.inner();
+        let now = inner.server_time();
+        let mut core = inner.lock();
+        let events = core.model.set_mark(symbol, price, now)?;
+        let n = events.len();
+        let delivered = core.emit(events);
+        inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
+        Some(n)
+    }
+
     /// A snapshot of the account model.
     pub fn state(&self) -> SimState {
         let inner = self.inner();
@@ -392,6 +508,17 @@ impl Sim {
     /// How many REST calls were answered (including injected failures).
     pub fn rest_calls(&self) -> u64 {
         self.inner().rest_calls.load(Ordering::Relaxed)
+    }
+
+    /// Request weight used in the current minute (REST and WS API together), as
+    /// `X-MBX-USED-WEIGHT-1M` reports it.
+    pub fn used_weight(&self) -> u32 {
+        self.inner().used_weight()
+    }
+
+    /// Change the per-minute REQUEST_WEIGHT budget of a running sim.
+    pub fn set_weight_limit(&self, limit: u32) {
+        self.inner().weight_limit.store(limit, Ordering::Relaxed);
     }
 
     /// How many `PUT /fapi/v1/listenKey` calls were received.
@@ -434,8 +561,8 @@ impl Sim {
     }
 }
 
-/// For the `acctstate sim` command: start, print the REST/WS URLs and the demo credentials to
-/// stdout, then trade at `per_sec` events/s until `shutdown` resolves.
+/// For the `acctstate sim` command: start, print the REST/WS URLs and the credentials it
+/// accepts to stdout, then trade at `per_sec` events/s until `shutdown` resolves.
 pub async fn serve(
     cfg: SimConfig,
     per_sec: u32,
@@ -443,12 +570,24 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let key = cfg.api_key.clone();
     let secret = cfg.api_secret.clone();
+    let key_type = cfg.key_type;
+    let weight_limit = cfg.weight_limit;
     let sim = Sim::start(cfg).await?;
     println!("market:     {}", sim.market());
     println!("rest_url:   {}", sim.rest_url());
     println!("ws_url:     {}", sim.ws_url());
+    println!("weight:     {weight_limit} per minute (X-MBX-USED-WEIGHT-1M)");
+    println!("key_type:   {key_type}");
     println!("api_key:    {key}");
-    println!("api_secret: {secret}");
+    match key_type {
+        SimKeyType::Hmac => println!("api_secret: {secret}"),
+        SimKeyType::Ed25519 => {
+            println!("signatures: Ed25519 over the payload, base64 (URL-encoded on REST)")
+        }
+        SimKeyType::Rsa => println!(
+            "signatures: RSA PKCS#1 v1.5 / SHA-256 over the payload, base64 (URL-encoded on REST)"
+        ),
+    }
     let trader = sim.clone();
     let trading = async move {
         loop {

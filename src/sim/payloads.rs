@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::account::{Exec, Model, USDM_LEVERAGE, maint_rate};
+use super::account::{Exec, Model, USDM_LEVERAGE, flat_position, maint_rate};
 use super::{SimAlgoOrder, SimBalance, SimFill, SimOrder, SimPosition};
 
 /// Spot style: fixed 8 decimals.
@@ -38,7 +38,7 @@ pub(crate) fn spot_execution_report(e: i64, exec_id: i64, o: &SimOrder, ex: &Exe
         None => (o.client_order_id.clone(), String::new()),
     };
     let open = o.status == "NEW" || o.status == "PARTIALLY_FILLED";
-    let limit = o.order_type == "LIMIT";
+    let limit = o.order_type == "LIMIT" || o.order_type == "LIMIT_MAKER";
     let (l, lp, lq, n, nn, t, m) = match &ex.fill {
         Some(f) => (
             f.qty,
@@ -71,7 +71,7 @@ pub(crate) fn spot_execution_report(e: i64, exec_id: i64, o: &SimOrder, ex: &Exe
         "p": f8(o.price),
         "P": f8(o.stop_price),
         "F": f8(Decimal::ZERO),
-        "g": -1,
+        "g": o.order_list_id,
         "C": orig_c,
         "x": ex.exec_type,
         "X": o.status,
@@ -91,7 +91,7 @@ pub(crate) fn spot_execution_report(e: i64, exec_id: i64, o: &SimOrder, ex: &Exe
         "O": o.created_at,
         "Z": f8(o.cum_quote_qty),
         "Y": f8(lq),
-        "Q": f8(Decimal::ZERO),
+        "Q": f8(o.quote_order_qty),
         "V": "NONE"
     });
     if limit && let Some(obj) = v.as_object_mut() {
@@ -146,7 +146,7 @@ pub(crate) fn spot_order(o: &SimOrder) -> Value {
     json!({
         "symbol": o.symbol,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": o.client_order_id,
         "price": f8(o.price),
         "origQty": f8(o.orig_qty),
@@ -161,7 +161,7 @@ pub(crate) fn spot_order(o: &SimOrder) -> Value {
         "time": o.created_at,
         "updateTime": o.updated_at,
         "isWorking": true,
-        "origQuoteOrderQty": f8(Decimal::ZERO),
+        "origQuoteOrderQty": f8(o.quote_order_qty),
         "workingTime": o.created_at,
         "selfTradePreventionMode": "NONE"
     })
@@ -245,7 +245,7 @@ pub(crate) fn usdm_order_trade_update(
         "b": fs(bid),
         "a": fs(ask),
         "m": m,
-        "R": false,
+        "R": o.reduce_only,
         "wt": "CONTRACT_PRICE",
         "ot": o.order_type,
         "ps": "BOTH",
@@ -367,13 +367,34 @@ fn symbol_margins(m: &Model, p: &SimPosition) -> (Decimal, Decimal, Decimal, Dec
     (notional, pos_im, ord_im, mm)
 }
 
+/// Every position row REST can show: the model's positions, plus a flat row for each symbol
+/// that has open orders but no position (production's `/fapi/v3/positionRisk` and
+/// `/fapi/v3/account` list such symbols with zero amounts, SPEC §5a).
+fn position_rows(m: &Model) -> Vec<(SimPosition, bool)> {
+    let mut rows: std::collections::BTreeMap<String, SimPosition> =
+        m.st.positions
+            .values()
+            .map(|p| (p.symbol.clone(), p.clone()))
+            .collect();
+    for o in m.st.open_orders.values() {
+        rows.entry(o.symbol.clone())
+            .or_insert_with(|| flat_position(&o.symbol));
+    }
+    rows.into_values()
+        .map(|p| {
+            let has_orders = m.st.open_orders.values().any(|o| o.symbol == p.symbol);
+            (p, has_orders)
+        })
+        .collect()
+}
+
 pub(crate) fn usdm_account(m: &Model) -> Value {
     let mut total_up = Decimal::ZERO;
     let mut total_pos_im = Decimal::ZERO;
     let mut total_mm = Decimal::ZERO;
     let mut positions = Vec::new();
-    for p in m.st.positions.values() {
-        let has_orders = m.st.open_orders.values().any(|o| o.symbol == p.symbol);
+    for (p, has_orders) in position_rows(m) {
+        let p = &p;
         let (notional, pos_im, ord_im, mm) = symbol_margins(m, p);
         total_up += p.unrealized_pnl;
         total_pos_im += pos_im;
@@ -445,37 +466,38 @@ pub(crate) fn usdm_account(m: &Model) -> Value {
 }
 
 pub(crate) fn usdm_position_risk(m: &Model, symbol: Option<&str>) -> Value {
-    let rows: Vec<Value> =
-        m.st.positions
-            .values()
-            .filter(|p| !p.amount.is_zero() && symbol.is_none_or(|s| s == p.symbol))
-            .map(|p| {
-                let (notional, pos_im, ord_im, mm) = symbol_margins(m, p);
-                let (bid, ask) = m.open_notional(&p.symbol);
-                json!({
-                    "symbol": p.symbol,
-                    "positionSide": p.position_side,
-                    "positionAmt": fs(p.amount),
-                    "entryPrice": fs(p.entry_price),
-                    "breakEvenPrice": fs(p.breakeven_price),
-                    "markPrice": f8(m.mark(&p.symbol)),
-                    "unRealizedProfit": f8(p.unrealized_pnl),
-                    "liquidationPrice": "0",
-                    "isolatedMargin": "0",
-                    "notional": f8(notional),
-                    "marginAsset": "USDT",
-                    "isolatedWallet": fs(p.isolated_wallet),
-                    "initialMargin": f8(pos_im + ord_im),
-                    "maintMargin": f8(mm),
-                    "positionInitialMargin": f8(pos_im),
-                    "openOrderInitialMargin": f8(ord_im),
-                    "adl": 0,
-                    "bidNotional": fs(bid),
-                    "askNotional": fs(ask),
-                    "updateTime": m.pos_update.get(&p.symbol).copied().unwrap_or(0)
-                })
+    let rows: Vec<Value> = position_rows(m)
+        .iter()
+        .filter(|(p, has_orders)| {
+            (!p.amount.is_zero() || *has_orders) && symbol.is_none_or(|s| s == p.symbol)
+        })
+        .map(|(p, _)| {
+            let (notional, pos_im, ord_im, mm) = symbol_margins(m, p);
+            let (bid, ask) = m.open_notional(&p.symbol);
+            json!({
+                "symbol": p.symbol,
+                "positionSide": p.position_side,
+                "positionAmt": fs(p.amount),
+                "entryPrice": fs(p.entry_price),
+                "breakEvenPrice": fs(p.breakeven_price),
+                "markPrice": f8(m.mark(&p.symbol)),
+                "unRealizedProfit": f8(p.unrealized_pnl),
+                "liquidationPrice": "0",
+                "isolatedMargin": "0",
+                "notional": f8(notional),
+                "marginAsset": "USDT",
+                "isolatedWallet": fs(p.isolated_wallet),
+                "initialMargin": f8(pos_im + ord_im),
+                "maintMargin": f8(mm),
+                "positionInitialMargin": f8(pos_im),
+                "openOrderInitialMargin": f8(ord_im),
+                "adl": 0,
+                "bidNotional": fs(bid),
+                "askNotional": fs(ask),
+                "updateTime": m.pos_update.get(&p.symbol).copied().unwrap_or(0)
             })
-            .collect();
+        })
+        .collect();
     Value::Array(rows)
 }
 
@@ -489,7 +511,7 @@ pub(crate) fn usdm_order(o: &SimOrder) -> Value {
         "origQty": fs(o.orig_qty),
         "origType": o.order_type,
         "price": fs(o.price),
-        "reduceOnly": false,
+        "reduceOnly": o.reduce_only,
         "side": o.side,
         "positionSide": "BOTH",
         "status": o.status,

@@ -26,7 +26,7 @@ use super::auth::{self, ApiError};
 use super::faults::FailRest;
 use super::payloads;
 use super::usdm_stream::UsdmConn;
-use super::{Inner, SimMarket};
+use super::{Inner, SimMarket, exchange_info, weights};
 
 /// A listenKey is valid for 60 minutes after creation / keepalive.
 pub(crate) const LISTEN_KEY_TTL_MS: i64 = 60 * 60 * 1000;
@@ -308,14 +308,61 @@ async fn rest(
             _ => None,
         }
     };
-    if let Some(f) = injected {
-        return f.response(inner.server_time());
-    }
     let query = uri.query().unwrap_or("").to_string();
     let body = String::from_utf8_lossy(&body).into_owned();
-    match handle(&inner, &method, uri.path(), &headers, &query, &body) {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(e) => e.into_response(),
+    let params = parse_params(&query, &body);
+    let weight = weights::rest_weight(inner.cfg.market, &method, uri.path(), |k| {
+        params.contains_key(k)
+    });
+    let used = match inner.charge(weight) {
+        Ok(used) => used,
+        Err(refused) => return weights::too_many_response(&refused),
+    };
+    let mut resp = match injected {
+        Some(f) => f.response(inner.server_time()),
+        None => match handle(&inner, &method, uri.path(), &headers, &query, &body) {
+            Ok(mut v) => {
+                if inner.cfg.market == SimMarket::Spot && microseconds(&headers) {
+                    to_microseconds(&mut v);
+                }
+                json_response(StatusCode::OK, &v)
+            }
+            Err(e) => e.into_response(),
+        },
+    };
+    weights::set_used_header(&mut resp, used);
+    resp
+}
+
+/// Spot `X-MBX-TIME-UNIT: MICROSECOND` (either case): "all time and timestamp related fields
+/// in the JSON response will be in microseconds" ([S-REST] "General API Information").
+fn microseconds(headers: &HeaderMap) -> bool {
+    headers
+        .get("X-MBX-TIME-UNIT")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("MICROSECOND"))
+}
+
+/// The time fields of Spot REST bodies, ms → µs (the sim keeps ms, so the µs end in 000).
+fn to_microseconds(v: &mut Value) {
+    const TIME_KEYS: &[&str] = &[
+        "serverTime",
+        "time",
+        "updateTime",
+        "transactTime",
+        "workingTime",
+    ];
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x.as_i64() {
+                    Some(t) if TIME_KEYS.contains(&k.as_str()) && t > 0 => *x = json!(t * 1000),
+                    _ => to_microseconds(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(to_microseconds),
+        _ => {}
     }
 }
 
@@ -338,6 +385,16 @@ fn handle(
     };
     if path == time_path && method == Method::GET {
         return Ok(json!({"serverTime": inner.server_time()}));
+    }
+    let (ping_path, info_path) = match market {
+        SimMarket::Spot => ("/api/v3/ping", "/api/v3/exchangeInfo"),
+        SimMarket::Usdm => ("/fapi/v1/ping", "/fapi/v1/exchangeInfo"),
+    };
+    if path == ping_path && method == Method::GET {
+        return Ok(json!({}));
+    }
+    if path == info_path && method == Method::GET {
+        return exchange_info(inner, &parse_params(query, body));
     }
     if market == SimMarket::Usdm && path == "/fapi/v1/listenKey" {
         auth::check_api_key(headers, &inner.cfg.api_key)?;
@@ -366,7 +423,13 @@ fn handle(
     if !signed {
         return Err(not_found());
     }
-    if method != Method::GET {
+    let trade = matches!(
+        (market, method.as_str(), path),
+        (SimMarket::Spot, "POST" | "DELETE", "/api/v3/order")
+            | (SimMarket::Spot, "DELETE", "/api/v3/openOrders")
+            | (SimMarket::Usdm, "POST" | "DELETE", "/fapi/v1/order")
+    );
+    if method != Method::GET && !trade {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             -1000,
@@ -380,9 +443,19 @@ fn handle(
         params.get("recvWindow").map(String::as_str),
         inner.server_time(),
     )?;
-    auth::verify_rest_signature(&inner.cfg.api_secret, query, body)?;
+    auth::verify_rest_signature(&inner.verifier, query, body)?;
     let now = inner.server_time();
     let mut core = inner.lock();
+    if trade {
+        let placed = match (method.as_str(), path) {
+            ("POST", _) => core.model.api_place(&params, now)?,
+            (_, "/api/v3/openOrders") => core.model.api_cancel_all(&params, now)?,
+            _ => core.model.api_cancel(&params, now)?,
+        };
+        let n = core.emit(placed.events);
+        inner.events_sent.fetch_add(n, Ordering::Relaxed);
+        return Ok(placed.body);
+    }
     core.model.refresh(now);
     let m = &core.model;
     let symbol = params.get("symbol").cloned();
@@ -531,6 +604,32 @@ fn handle(
     })
 }
 
+/// exchangeInfo, for every symbol or the ones asked for (`symbol`, Spot also `symbols`).
+fn exchange_info(inner: &Arc<Inner>, params: &Params) -> Result<Value, ApiError> {
+    let now = inner.server_time();
+    let limit = inner.weight_limit.load(Ordering::Relaxed);
+    let core = inner.lock();
+    let m = &core.model;
+    let only = match exchange_info::requested_symbols(
+        params.get("symbol").map(String::as_str),
+        params.get("symbols").map(String::as_str),
+    ) {
+        None => None,
+        Some(Err(())) => return Err(ApiError::illegal_value("symbols")),
+        Some(Ok(list)) => {
+            if list.iter().any(|s| !m.symbols.iter().any(|x| &x.name == s)) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    -1121,
+                    "Invalid symbol.",
+                ));
+            }
+            Some(list)
+        }
+    };
+    Ok(exchange_info::build(m, now, limit, only.as_deref()))
+}
+
 /// An optional integer parameter.
 fn num(params: &Params, k: &str) -> Result<Option<i64>, ApiError> {
     params
@@ -661,6 +760,10 @@ async fn ws_usdm_deaf(State(inner): State<Arc<Inner>>, uri: Uri, ws: WebSocketUp
 }
 
 async fn conn_task(inner: Arc<Inner>, socket: WebSocket, usdm: UsdmConn) {
+    if inner.cfg.market == SimMarket::Spot {
+        // Connecting to the WS API costs weight (refusing the upgrade is not modelled).
+        let _ = inner.charge(weights::WS_CONNECT_WEIGHT);
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let id = inner.lock().register(tx, usdm);
     let (mut sink, mut stream) = socket.split();
@@ -737,44 +840,61 @@ async fn conn_task(inner: Arc<Inner>, socket: WebSocket, usdm: UsdmConn) {
     // Dropping the socket here closes TCP (abruptly when no close frame was sent).
 }
 
-fn rate_limits() -> Value {
-    json!([{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 2}])
-}
-
-fn ws_error(id: &Value, e: &ApiError) -> String {
-    json!({
-        "id": id,
-        "status": e.status.as_u16(),
-        "error": {"code": e.code, "msg": e.msg},
-        "rateLimits": rate_limits()
-    })
-    .to_string()
-}
-
-fn ws_ok(id: &Value, result: Value) -> String {
-    json!({"id": id, "status": 200, "result": result, "rateLimits": rate_limits()}).to_string()
-}
-
 /// Handle one WebSocket API request on connection `conn`; returns the frames to send back.
+/// Each request is charged its weight first; the responses' `rateLimits` carry the count.
 fn ws_api_request(inner: &Arc<Inner>, conn: u64, text: &str) -> Vec<String> {
-    let Ok(req) = serde_json::from_str::<Value>(text) else {
+    let limit = inner.weight_limit.load(Ordering::Relaxed);
+    let parsed = serde_json::from_str::<Value>(text);
+    let method = parsed
+        .as_ref()
+        .ok()
+        .and_then(|r| r.get("method"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let id = parsed
+        .as_ref()
+        .ok()
+        .and_then(|r| r.get("id"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let rl = match inner.charge(weights::ws_weight(&method)) {
+        Ok(used) => weights::ws_rate_limits(limit, used),
+        Err(refused) => {
+            let rl = weights::ws_rate_limits(limit, refused.used);
+            return vec![
+                json!({"id": id, "status": 429, "error": weights::too_many_ws_error(&refused), "rateLimits": rl})
+                    .to_string(),
+            ];
+        }
+    };
+    let ws_error = |id: &Value, e: &ApiError| -> String {
+        json!({
+            "id": id,
+            "status": e.status.as_u16(),
+            "error": {"code": e.code, "msg": e.msg},
+            "rateLimits": rl
+        })
+        .to_string()
+    };
+    let ws_ok = |id: &Value, result: Value| -> String {
+        json!({"id": id, "status": 200, "result": result, "rateLimits": rl}).to_string()
+    };
+    let Ok(req) = parsed else {
         let e = ApiError::new(StatusCode::BAD_REQUEST, -1000, "Malformed request.");
         return vec![ws_error(&Value::Null, &e)];
     };
-    let id = req.get("id").cloned().unwrap_or(Value::Null);
-    let method = req.get("method").and_then(Value::as_str).unwrap_or("");
     let empty = Map::new();
     let params = req
         .get("params")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let now = inner.server_time();
-    match method {
+    match method.as_str() {
         "ping" => vec![ws_ok(&id, json!({}))],
         "time" => vec![ws_ok(&id, json!({"serverTime": now}))],
         "userDataStream.subscribe.signature" => {
-            if let Err(e) =
-                auth::verify_ws_params(params, &inner.cfg.api_key, &inner.cfg.api_secret, now)
+            if let Err(e) = auth::verify_ws_params(params, &inner.cfg.api_key, &inner.verifier, now)
             {
                 return vec![ws_error(&id, &e)];
             }

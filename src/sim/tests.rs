@@ -16,14 +16,14 @@ use tokio_tungstenite::tungstenite::Message;
 use super::account::{MAX_OPEN_ALGOS, MAX_OPEN_ORDERS, Model};
 use super::*;
 
-type Ws =
+pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-const T: Duration = Duration::from_secs(10);
+pub(super) const T: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------ helpers
 
-fn fixture(name: &str) -> Value {
+pub(super) fn fixture(name: &str) -> Value {
     let path = format!(
         "{}/tests/fixtures/binance/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -32,7 +32,7 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -45,7 +45,12 @@ fn kind(v: &Value) -> &'static str {
 
 /// Same keys (except `optional` ones the sim may omit) and same JSON types, recursively.
 /// `nullable` keys may be `null` in one and a string in the other.
-fn shape_errors(fix: &Value, got: &Value, optional: &[&str], nullable: &[&str]) -> Vec<String> {
+pub(super) fn shape_errors(
+    fix: &Value,
+    got: &Value,
+    optional: &[&str],
+    nullable: &[&str],
+) -> Vec<String> {
     fn walk(p: &str, f: &Value, g: &Value, opt: &[&str], nul: &[&str], errs: &mut Vec<String>) {
         let key = p.rsplit('.').next().unwrap_or("");
         match (f, g) {
@@ -79,47 +84,68 @@ fn shape_errors(fix: &Value, got: &Value, optional: &[&str], nullable: &[&str]) 
     errs
 }
 
-fn assert_shape(name: &str, got: &Value, optional: &[&str], nullable: &[&str]) {
+pub(super) fn assert_shape(name: &str, got: &Value, optional: &[&str], nullable: &[&str]) {
     let errs = shape_errors(&fixture(name), got, optional, nullable);
     assert!(errs.is_empty(), "{name}: {errs:#?}\nsim payload: {got}");
 }
 
-fn test_cfg(market: SimMarket) -> SimConfig {
+pub(super) fn test_cfg(market: SimMarket) -> SimConfig {
     let mut cfg = SimConfig::new(market);
     cfg.seed = 7;
     cfg
 }
 
-fn sign(secret: &str, payload: &str) -> String {
+pub(super) fn sign(secret: &str, payload: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
     m.update(payload.as_bytes());
     hex::encode(m.finalize().into_bytes())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-struct Resp {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(super) struct Resp {
+    pub(super) status: u16,
+    pub(super) headers: BTreeMap<String, String>,
+    pub(super) body: String,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
 /// Minimal HTTP/1.1 client (Connection: close).
-async fn http(sim: &Sim, method: &str, target: &str, key: Option<&str>, body: &str) -> Resp {
+pub(super) async fn http(
+    sim: &Sim,
+    method: &str,
+    target: &str,
+    key: Option<&str>,
+    body: &str,
+) -> Resp {
+    http_with(sim, method, target, key, body, &[]).await
+}
+
+/// [`http`] with extra request headers.
+pub(super) async fn http_with(
+    sim: &Sim,
+    method: &str,
+    target: &str,
+    key: Option<&str>,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Resp {
     let mut s = tokio::net::TcpStream::connect(sim.addr())
         .await
         .expect("connect");
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     if let Some(k) = key {
         req.push_str(&format!("X-MBX-APIKEY: {k}\r\n"));
+    }
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     if !body.is_empty() {
         req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
@@ -151,7 +177,7 @@ async fn http(sim: &Sim, method: &str, target: &str, key: Option<&str>, body: &s
 }
 
 /// Signed GET with the demo credentials.
-async fn signed_get(sim: &Sim, path: &str, params: &str) -> Resp {
+pub(super) async fn signed_get(sim: &Sim, path: &str, params: &str) -> Resp {
     let mut q = params.to_string();
     if !q.is_empty() {
         q.push('&');
@@ -168,7 +194,7 @@ async fn signed_get(sim: &Sim, path: &str, params: &str) -> Resp {
     .await
 }
 
-async fn ws_connect(url: &str) -> Ws {
+pub(super) async fn ws_connect(url: &str) -> Ws {
     let (ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
         .await
         .expect("ws connect timeout")
@@ -177,7 +203,7 @@ async fn ws_connect(url: &str) -> Ws {
 }
 
 /// Next text frame as JSON (skipping pings); None on close/error/timeout.
-async fn next_json(ws: &mut Ws, timeout: Duration) -> Option<Value> {
+pub(super) async fn next_json(ws: &mut Ws, timeout: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
@@ -192,7 +218,7 @@ async fn next_json(ws: &mut Ws, timeout: Duration) -> Option<Value> {
     }
 }
 
-async fn spot_subscribe(sim: &Sim) -> Ws {
+pub(super) async fn spot_subscribe(sim: &Sim) -> Ws {
     let mut ws = ws_connect(&sim.ws_url()).await;
     let ts = now();
     let sig = sign(
@@ -214,9 +240,9 @@ async fn spot_subscribe(sim: &Sim) -> Ws {
 }
 
 /// Every USD-M event type, as a client that handles all of them asks for them.
-const ALL_USDM_EVENTS: &str = "ACCOUNT_UPDATE/ORDER_TRADE_UPDATE/TRADE_LITE/ALGO_UPDATE/MARGIN_CALL/ACCOUNT_CONFIG_UPDATE/STRATEGY_UPDATE/GRID_UPDATE/CONDITIONAL_ORDER_TRIGGER_REJECT/listenKeyExpired";
+pub(super) const ALL_USDM_EVENTS: &str = "ACCOUNT_UPDATE/ORDER_TRADE_UPDATE/TRADE_LITE/ALGO_UPDATE/MARGIN_CALL/ACCOUNT_CONFIG_UPDATE/STRATEGY_UPDATE/GRID_UPDATE/CONDITIONAL_ORDER_TRIGGER_REJECT/listenKeyExpired";
 
-async fn new_listen_key(sim: &Sim) -> String {
+pub(super) async fn new_listen_key(sim: &Sim) -> String {
     let r = http(sim, "POST", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["listenKey"]
@@ -226,7 +252,7 @@ async fn new_listen_key(sim: &Sim) -> String {
 }
 
 /// A listenKey and a stream on production's form, every event type asked for.
-async fn usdm_connect(sim: &Sim) -> (String, Ws) {
+pub(super) async fn usdm_connect(sim: &Sim) -> (String, Ws) {
     let key = new_listen_key(sim).await;
     let ws = ws_connect(&format!(
         "{}/private/ws?listenKey={key}&events={ALL_USDM_EVENTS}",
@@ -238,7 +264,7 @@ async fn usdm_connect(sim: &Sim) -> (String, Ws) {
 }
 
 /// Read until `n` messages were received (or the deadline passes).
-async fn collect(ws: &mut Ws, n: u64) -> Vec<Value> {
+pub(super) async fn collect(ws: &mut Ws, n: u64) -> Vec<Value> {
     let mut out = Vec::new();
     while (out.len() as u64) < n {
         match next_json(ws, T).await {
@@ -249,17 +275,17 @@ async fn collect(ws: &mut Ws, n: u64) -> Vec<Value> {
     out
 }
 
-fn unwrap_event(v: &Value) -> &Value {
+pub(super) fn unwrap_event(v: &Value) -> &Value {
     v.get("event").unwrap_or(v)
 }
 
-fn dec_of(v: &Value) -> Decimal {
+pub(super) fn dec_of(v: &Value) -> Decimal {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
 
-fn first(evs: &[Value], pred: impl Fn(&Value) -> bool) -> &Value {
+pub(super) fn first(evs: &[Value], pred: impl Fn(&Value) -> bool) -> &Value {
     evs.iter()
         .find(|v| pred(unwrap_event(v)))
         .expect("no such event in the session")
@@ -596,9 +622,15 @@ async fn signatures_and_timestamps_are_checked_like_binance() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
+    // A plausible key that is not ours: -2015; none or a malformed one: -2014 (SPEC §5a).
     let q = format!("timestamp={}", now());
     let s = sign(DEMO_API_SECRET, &q);
-    for key in [Some("someone-else"), None] {
+    let other = "A".repeat(64);
+    for (key, code) in [
+        (Some(other.as_str()), -2015),
+        (Some("someone-else"), -2014),
+        (None, -2014),
+    ] {
         let r = http(
             &sim,
             "GET",
@@ -607,7 +639,7 @@ async fn signatures_and_timestamps_are_checked_like_binance() {
             "",
         )
         .await;
-        assert_eq!((r.status, r.json()["code"].as_i64()), (401, Some(-2015)));
+        assert_eq!((r.status, r.json()["code"].as_i64()), (401, Some(code)));
     }
 
     // The signature covers the percent-encoded query as sent.
@@ -661,9 +693,10 @@ async fn signatures_and_timestamps_are_checked_like_binance() {
     ws.send(Message::Text(req.to_string().into()))
         .await
         .expect("send");
+    let r = next_json(&mut ws, T).await.expect("resp");
     assert_eq!(
-        next_json(&mut ws, T).await.expect("resp")["error"]["code"],
-        -2015
+        (r["status"].clone(), r["error"]["code"].clone()),
+        (json!(401), json!(-2014))
     );
     // With recvWindow, sorted alphabetically.
     let ts = now();
@@ -1022,7 +1055,7 @@ async fn usdm_listen_key_lifecycle_and_expiry() {
     let no_key = http(&sim, "POST", "/fapi/v1/listenKey", None, "").await;
     assert_eq!(
         (no_key.status, no_key.json()["code"].as_i64()),
-        (401, Some(-2015))
+        (401, Some(-2014))
     );
     let (key, mut ws) = usdm_connect(&sim).await;
     let again = http(&sim, "POST", "/fapi/v1/listenKey", Some(DEMO_API_KEY), "")
@@ -1287,7 +1320,7 @@ async fn shutdown_stops_the_server_and_paced_run() {
 }
 
 /// Everything a socket receives until it has been quiet for 300 ms.
-async fn drain(ws: &mut Ws) -> Vec<Value> {
+pub(super) async fn drain(ws: &mut Ws) -> Vec<Value> {
     let mut out = Vec::new();
     while let Some(v) = next_json(ws, Duration::from_millis(300)).await {
         out.push(v);
@@ -1295,7 +1328,7 @@ async fn drain(ws: &mut Ws) -> Vec<Value> {
     out
 }
 
-fn types(evs: &[Value]) -> BTreeSet<String> {
+pub(super) fn types(evs: &[Value]) -> BTreeSet<String> {
     evs.iter()
         .map(|v| {
             v.get("data").unwrap_or(v)["e"]

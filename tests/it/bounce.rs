@@ -55,9 +55,16 @@ impl Bounce {
         db_url: Option<String>,
         redis_at: Option<String>,
     ) -> Bounce {
-        let sim = Sim::start(SimConfig::new(market))
-            .await
-            .expect("sim starts");
+        Bounce::with_sim(SimConfig::new(market), db_url, redis_at).await
+    }
+
+    /// As `new`, with a sim of this configuration (its own keys, limits, …).
+    pub async fn with_sim(
+        cfg: SimConfig,
+        db_url: Option<String>,
+        redis_at: Option<String>,
+    ) -> Bounce {
+        let sim = Sim::start(cfg).await.expect("sim starts");
         let (db_url, pool) = match db_url {
             Some(url) => {
                 let pool = PgPoolOptions::new()

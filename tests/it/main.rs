@@ -9,6 +9,7 @@ mod common;
 mod exchange;
 mod faults;
 mod fuzz;
+mod keys;
 mod ops;
 mod paused;
 mod procs;

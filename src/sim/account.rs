@@ -82,6 +82,8 @@ pub(crate) struct Model {
     /// Keys of the open orders placed through the REST API: the random session never fills
     /// or cancels them; they fill when the price path crosses them (`orders`).
     pub(super) api_orders: BTreeSet<String>,
+    /// Keys of the open algo orders placed through the REST API (`algo`).
+    pub(super) api_algos: BTreeSet<String>,
 }
 
 fn okey(symbol: &str, id: i64) -> String {
@@ -152,6 +154,7 @@ impl Model {
             finished: VecDeque::new(),
             order_fills: HashMap::new(),
             api_orders: BTreeSet::new(),
+            api_algos: BTreeSet::new(),
         };
         match market {
             SimMarket::Spot => {
@@ -294,7 +297,8 @@ impl Model {
     /// One random action; returns the events it produced.
     pub fn step(&mut self, now: i64) -> Vec<Value> {
         self.random_walk();
-        let crossed = self.match_resting(now);
+        let mut crossed = self.match_resting(now);
+        crossed.extend(self.trigger_algos(now));
         let mut evs = Vec::new();
         for _ in 0..4 {
             let roll = self.rng.random_range(0..100);
@@ -982,6 +986,7 @@ impl Model {
             quantity: qty,
             trigger_price: trig,
             price: trig,
+            reduce_only: false,
             created_at: now,
             updated_at: now,
         };
@@ -992,13 +997,20 @@ impl Model {
         vec![payloads::usdm_algo_update(e, now, &a, None, 0)]
     }
 
+    /// A random open algo order of the session's own (never one placed through the API).
     fn random_algo_key(&mut self) -> Option<String> {
-        let n = self.st.open_algo_orders.len();
+        let n = self.st.open_algo_orders.len() - self.api_algos.len();
         if n == 0 {
             return None;
         }
         let i = self.rng.random_range(0..n);
-        self.st.open_algo_orders.keys().nth(i).cloned()
+        let api = &self.api_algos;
+        self.st
+            .open_algo_orders
+            .keys()
+            .filter(|k| !api.contains(*k))
+            .nth(i)
+            .cloned()
     }
 
     fn algo_cancel(&mut self, now: i64) -> Vec<Value> {

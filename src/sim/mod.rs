@@ -18,6 +18,7 @@
 //! - One API key per sim, of one type (HMAC, Ed25519 or RSA: `keys`).
 
 mod account;
+mod algo;
 mod auth;
 mod exchange_info;
 mod faults;
@@ -27,6 +28,8 @@ mod payloads;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_algo;
 #[cfg(test)]
 mod tests_info;
 #[cfg(test)]
@@ -238,6 +241,7 @@ pub struct SimAlgoOrder {
     pub quantity: Decimal,
     pub trigger_price: Decimal,
     pub price: Decimal,
+    pub reduce_only: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -296,7 +296,8 @@ impl Model {
     pub fn set_mark(&mut self, symbol: &str, price: Decimal, now: i64) -> Option<Vec<Value>> {
         let dp = self.spec(symbol)?.price_dp;
         *self.marks.get_mut(symbol)? = price.round_dp(dp);
-        let evs = self.match_resting(now);
+        let mut evs = self.match_resting(now);
+        evs.extend(self.trigger_algos(now));
         self.refresh(now);
         Some(evs)
     }

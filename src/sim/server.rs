@@ -418,6 +418,7 @@ fn handle(
                 | "/fapi/v1/allOrders"
                 | "/fapi/v1/userTrades"
                 | "/fapi/v1/openAlgoOrders"
+                | "/fapi/v1/algoOrder"
         )
     );
     if !signed {
@@ -427,7 +428,11 @@ fn handle(
         (market, method.as_str(), path),
         (SimMarket::Spot, "POST" | "DELETE", "/api/v3/order")
             | (SimMarket::Spot, "DELETE", "/api/v3/openOrders")
-            | (SimMarket::Usdm, "POST" | "DELETE", "/fapi/v1/order")
+            | (
+                SimMarket::Usdm,
+                "POST" | "DELETE",
+                "/fapi/v1/order" | "/fapi/v1/algoOrder"
+            )
     );
     if method != Method::GET && !trade {
         return Err(ApiError::new(
@@ -448,6 +453,8 @@ fn handle(
     let mut core = inner.lock();
     if trade {
         let placed = match (method.as_str(), path) {
+            ("POST", "/fapi/v1/algoOrder") => core.model.api_algo_place(&params, now)?,
+            ("DELETE", "/fapi/v1/algoOrder") => core.model.api_algo_cancel(&params, now)?,
             ("POST", _) => core.model.api_place(&params, now)?,
             (_, "/api/v3/openOrders") => core.model.api_cancel_all(&params, now)?,
             _ => core.model.api_cancel(&params, now)?,

@@ -84,6 +84,10 @@ pub(crate) struct Model {
     pub(super) api_orders: BTreeSet<String>,
     /// Keys of the open algo orders placed through the REST API (`algo`).
     pub(super) api_algos: BTreeSet<String>,
+    /// Spot OCO lists by id, the keys of their untriggered stop legs, the next list id.
+    pub(super) oco_lists: super::oco::OcoLists,
+    pub(super) oco_pending: BTreeSet<String>,
+    pub(super) next_list_id: i64,
 }
 
 fn okey(symbol: &str, id: i64) -> String {
@@ -155,6 +159,9 @@ impl Model {
             order_fills: HashMap::new(),
             api_orders: BTreeSet::new(),
             api_algos: BTreeSet::new(),
+            oco_lists: BTreeMap::new(),
+            oco_pending: BTreeSet::new(),
+            next_list_id: 1,
         };
         match market {
             SimMarket::Spot => {
@@ -427,6 +434,10 @@ impl Model {
 
     /// Spot: the asset and amount an open order keeps locked for its remaining quantity.
     pub(super) fn spot_lock(&self, o: &SimOrder) -> Option<(String, Decimal)> {
+        if self.oco_pending.contains(&okey(&o.symbol, o.order_id)) {
+            // An untriggered OCO stop leg: its list's maker leg holds the lock.
+            return None;
+        }
         let spec = self.spec(&o.symbol)?;
         let rem = o.orig_qty - o.executed_qty;
         Some(if o.side == "BUY" {

@@ -23,6 +23,7 @@ mod auth;
 mod exchange_info;
 mod faults;
 mod keys;
+mod oco;
 mod orders;
 mod payloads;
 mod server;

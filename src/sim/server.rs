@@ -409,6 +409,7 @@ fn handle(
                 | "/api/v3/order"
                 | "/api/v3/allOrders"
                 | "/api/v3/myTrades"
+                | "/api/v3/orderList/oco"
         ) | (
             SimMarket::Usdm,
             "/fapi/v3/account"
@@ -428,6 +429,7 @@ fn handle(
         (market, method.as_str(), path),
         (SimMarket::Spot, "POST" | "DELETE", "/api/v3/order")
             | (SimMarket::Spot, "DELETE", "/api/v3/openOrders")
+            | (SimMarket::Spot, "POST", "/api/v3/orderList/oco")
             | (
                 SimMarket::Usdm,
                 "POST" | "DELETE",
@@ -453,6 +455,7 @@ fn handle(
     let mut core = inner.lock();
     if trade {
         let placed = match (method.as_str(), path) {
+            ("POST", "/api/v3/orderList/oco") => core.model.api_oco_place(&params, now)?,
             ("POST", "/fapi/v1/algoOrder") => core.model.api_algo_place(&params, now)?,
             ("DELETE", "/fapi/v1/algoOrder") => core.model.api_algo_cancel(&params, now)?,
             ("POST", _) => core.model.api_place(&params, now)?,

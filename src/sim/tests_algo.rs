@@ -189,3 +189,154 @@ async fn usdm_algo_orders_trigger_through_every_state() {
             .contains_key(&format!("BTCUSDT:{}", far["algoId"]))
     );
 }
+
+#[tokio::test]
+async fn spot_oco_lists_fill_trigger_and_cancel() {
+    let sim = Sim::start(test_cfg(SimMarket::Spot)).await.expect("start");
+    let mut ws = super::tests::spot_subscribe(&sim).await;
+    let locked = |sim: &Sim, a: &str| sim.state().balances[a].locked;
+
+    // SELL: take profit above, stop-limit below.
+    let r = signed(&sim, "POST", "/api/v3/orderList/oco",
+        "symbol=BTCUSDT&side=SELL&quantity=0.01&aboveType=LIMIT_MAKER&abovePrice=61000.00&belowType=STOP_LOSS_LIMIT&belowStopPrice=59000.00&belowPrice=58900.00&belowTimeInForce=GTC&listClientOrderId=L1&aboveClientOrderId=tp").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(
+        (
+            b["contingencyType"].as_str(),
+            b["listStatusType"].as_str(),
+            b["listOrderStatus"].as_str(),
+            b["listClientOrderId"].as_str()
+        ),
+        (
+            Some("OCO"),
+            Some("EXEC_STARTED"),
+            Some("EXECUTING"),
+            Some("L1")
+        )
+    );
+    let list_id = b["orderListId"].as_i64().expect("orderListId");
+    assert_eq!(b["orders"].as_array().map(Vec::len), Some(2));
+    assert_eq!(b["orderReports"][0]["type"], "STOP_LOSS_LIMIT");
+    assert_eq!(b["orderReports"][0]["stopPrice"], "59000.00000000");
+    assert_eq!(b["orderReports"][1]["clientOrderId"], "tp");
+    let raw = drain(&mut ws).await;
+    let evs: Vec<Value> = raw.iter().map(|v| unwrap_event(v).clone()).collect();
+    assert_eq!(
+        kinds(&evs),
+        [
+            "executionReport:STOP_LOSS_LIMIT:NEW",
+            "executionReport:LIMIT_MAKER:NEW",
+            "listStatus:EXEC_STARTED",
+            "outboundAccountPosition"
+        ]
+    );
+    assert!(evs[..2].iter().all(|e| e["g"] == list_id));
+    assert_eq!(evs[0]["P"], "59000.00000000");
+    assert_shape("spot_listStatus.json", &raw[2], &[], &[]);
+    assert_eq!(
+        locked(&sim, "BTC"),
+        d("0.01"),
+        "the list locks its quantity once"
+    );
+    let oo = signed_get(&sim, "/api/v3/openOrders", "symbol=BTCUSDT")
+        .await
+        .json();
+    assert_eq!(
+        oo.as_array()
+            .map(|a| a.iter().filter(|o| o["orderListId"] == list_id).count()),
+        Some(2)
+    );
+
+    // The path reaches the take-profit: it fills, the stop expires, the list is done.
+    sim.set_price("BTCUSDT", d("61000"));
+    let evs = events(&mut ws).await;
+    assert_eq!(
+        kinds(&evs),
+        [
+            "executionReport:LIMIT_MAKER:TRADE",
+            "outboundAccountPosition",
+            "executionReport:STOP_LOSS_LIMIT:EXPIRED",
+            "listStatus:ALL_DONE"
+        ]
+    );
+    assert_eq!(
+        (evs[3]["L"].as_str(), evs[3]["g"].as_i64()),
+        (Some("ALL_DONE"), Some(list_id))
+    );
+    assert_eq!(locked(&sim, "BTC"), Decimal::ZERO);
+    assert!(sim.state().open_orders.is_empty());
+
+    // The path falls through the stop: the take-profit expires, the stop-limit trades.
+    let r = signed(&sim, "POST", "/api/v3/orderList/oco",
+        "symbol=BTCUSDT&side=SELL&quantity=0.01&aboveType=LIMIT_MAKER&abovePrice=62000.00&belowType=STOP_LOSS_LIMIT&belowStopPrice=60000.00&belowPrice=59900.00&belowTimeInForce=GTC").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    events(&mut ws).await;
+    sim.set_price("BTCUSDT", d("59950"));
+    let evs = events(&mut ws).await;
+    assert_eq!(
+        kinds(&evs),
+        [
+            "executionReport:LIMIT_MAKER:EXPIRED",
+            "listStatus:ALL_DONE",
+            "outboundAccountPosition",
+            "executionReport:STOP_LOSS_LIMIT:TRADE",
+            "outboundAccountPosition"
+        ]
+    );
+    assert_eq!(
+        (evs[3]["L"].as_str(), evs[3]["X"].as_str()),
+        (Some("59950.00000000"), Some("FILLED"))
+    );
+    assert_eq!(locked(&sim, "BTC"), Decimal::ZERO);
+
+    // BUY: stop above, take-profit below; cancelling one leg cancels the list.
+    let b = signed(&sim, "POST", "/api/v3/orderList/oco",
+        "symbol=BTCUSDT&side=BUY&quantity=0.01&aboveType=STOP_LOSS&aboveStopPrice=61000.00&belowType=LIMIT_MAKER&belowPrice=59000.00").await.json();
+    let stop_id = b["orders"][0]["orderId"].as_i64().expect("orderId");
+    events(&mut ws).await;
+    assert_eq!(locked(&sim, "USDT"), d("590"));
+    let c = signed(
+        &sim,
+        "DELETE",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={stop_id}"),
+    )
+    .await;
+    assert_eq!(
+        (c.status, c.json()["status"].as_str()),
+        (200, Some("CANCELED")),
+        "{}",
+        c.body
+    );
+    let evs = events(&mut ws).await;
+    assert_eq!(
+        kinds(&evs),
+        [
+            "executionReport:STOP_LOSS:CANCELED",
+            "executionReport:LIMIT_MAKER:CANCELED",
+            "listStatus:ALL_DONE",
+            "outboundAccountPosition"
+        ]
+    );
+    assert_eq!(locked(&sim, "USDT"), Decimal::ZERO);
+    assert!(sim.state().open_orders.is_empty());
+
+    // Prices on the wrong side of the market.
+    let r = signed(&sim, "POST", "/api/v3/orderList/oco",
+        "symbol=BTCUSDT&side=SELL&quantity=0.01&aboveType=LIMIT_MAKER&abovePrice=59000.00&belowType=STOP_LOSS&belowStopPrice=58000.00").await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_i64()),
+        (400, Some(-2010)),
+        "{}",
+        r.body
+    );
+    let r = signed(
+        &sim,
+        "POST",
+        "/api/v3/orderList/oco",
+        "symbol=BTCUSDT&side=SELL&quantity=0.01&belowType=STOP_LOSS",
+    )
+    .await;
+    assert_eq!(r.json()["code"], -1102);
+}

@@ -6,6 +6,13 @@
 //! imports nothing from the rest of the crate, so that a misreading of Binance's wire format
 //! in the daemon cannot be hidden by sharing code with the sim.
 //!
+//! Surfaces and where they live: REST routes, WS API and delivery (`server`), the USD-M stream
+//! forms (`usdm_stream`), signatures and key types (`auth`, `keys`), request weight
+//! (`weights`), exchangeInfo and filters (`exchange_info`), order entry (`orders`), OCO lists
+//! (`oco`), USD-M conditional orders (`algo`), the account model and random session
+//! (`account`), payloads (`payloads`), faults (`faults`). Each module's docs name the
+//! production behaviour it relies on and its source (or "inference").
+//!
 //! Notes on choices the documentation leaves open:
 //! - `ALGO_UPDATE.o.ai` is a string (`""` until triggered, then the new order id as text), as
 //!   in Binance's example; USD-M `ACCOUNT_UPDATE` for deposits/withdrawals carries `"P":[]`,

@@ -483,7 +483,7 @@ fn handle(
             .values()
             .filter(|o| symbol.as_ref().is_none_or(|s| *s == o.symbol))
             .map(|o| match market {
-                SimMarket::Spot => payloads::spot_order(o),
+                SimMarket::Spot => spot_order(m, o),
                 SimMarket::Usdm => payloads::usdm_order(o),
             })
             .collect()
@@ -519,7 +519,7 @@ fn handle(
                 ApiError::new(StatusCode::BAD_REQUEST, -2013, "Order does not exist.")
             })?;
             match market {
-                SimMarket::Spot => payloads::spot_order(o),
+                SimMarket::Spot => spot_order(m, o),
                 SimMarket::Usdm => payloads::usdm_order(o),
             }
         }
@@ -548,7 +548,7 @@ fn handle(
             orders
                 .into_iter()
                 .map(|o| match market {
-                    SimMarket::Spot => payloads::spot_order(o),
+                    SimMarket::Spot => spot_order(m, o),
                     SimMarket::Usdm => payloads::usdm_order(o),
                 })
                 .collect()
@@ -638,6 +638,18 @@ fn exchange_info(inner: &Arc<Inner>, params: &Params) -> Result<Value, ApiError>
         }
     };
     Ok(exchange_info::build(m, now, limit, only.as_deref()))
+}
+
+/// A Spot order as REST shows it; an untriggered OCO stop leg is not working yet.
+fn spot_order(m: &Model, o: &super::SimOrder) -> Value {
+    let mut v = payloads::spot_order(o);
+    if m.oco_pending
+        .contains(&format!("{}:{}", o.symbol, o.order_id))
+    {
+        v["isWorking"] = json!(false);
+        v["workingTime"] = json!(-1);
+    }
+    v
 }
 
 /// An optional integer parameter.

@@ -242,6 +242,14 @@ async fn spot_oco_lists_fill_trigger_and_cancel() {
     let oo = signed_get(&sim, "/api/v3/openOrders", "symbol=BTCUSDT")
         .await
         .json();
+    let stop_leg = oo
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["type"] == "STOP_LOSS_LIMIT"))
+        .expect("stop leg");
+    assert_eq!(
+        stop_leg["isWorking"], false,
+        "an untriggered stop leg is not working"
+    );
     assert_eq!(
         oo.as_array()
             .map(|a| a.iter().filter(|o| o["orderListId"] == list_id).count()),

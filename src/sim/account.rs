@@ -82,6 +82,12 @@ pub(crate) struct Model {
     /// Keys of the open orders placed through the REST API: the random session never fills
     /// or cancels them; they fill when the price path crosses them (`orders`).
     pub(super) api_orders: BTreeSet<String>,
+    /// Keys of the open algo orders placed through the REST API (`algo`).
+    pub(super) api_algos: BTreeSet<String>,
+    /// Spot OCO lists by id, the keys of their untriggered stop legs, the next list id.
+    pub(super) oco_lists: super::oco::OcoLists,
+    pub(super) oco_pending: BTreeSet<String>,
+    pub(super) next_list_id: i64,
 }
 
 fn okey(symbol: &str, id: i64) -> String {
@@ -152,6 +158,10 @@ impl Model {
             finished: VecDeque::new(),
             order_fills: HashMap::new(),
             api_orders: BTreeSet::new(),
+            api_algos: BTreeSet::new(),
+            oco_lists: BTreeMap::new(),
+            oco_pending: BTreeSet::new(),
+            next_list_id: 1,
         };
         match market {
             SimMarket::Spot => {
@@ -294,7 +304,8 @@ impl Model {
     /// One random action; returns the events it produced.
     pub fn step(&mut self, now: i64) -> Vec<Value> {
         self.random_walk();
-        let crossed = self.match_resting(now);
+        let mut crossed = self.match_resting(now);
+        crossed.extend(self.trigger_algos(now));
         let mut evs = Vec::new();
         for _ in 0..4 {
             let roll = self.rng.random_range(0..100);
@@ -423,6 +434,10 @@ impl Model {
 
     /// Spot: the asset and amount an open order keeps locked for its remaining quantity.
     pub(super) fn spot_lock(&self, o: &SimOrder) -> Option<(String, Decimal)> {
+        if self.oco_pending.contains(&okey(&o.symbol, o.order_id)) {
+            // An untriggered OCO stop leg: its list's maker leg holds the lock.
+            return None;
+        }
         let spec = self.spec(&o.symbol)?;
         let rem = o.orig_qty - o.executed_qty;
         Some(if o.side == "BUY" {
@@ -982,6 +997,7 @@ impl Model {
             quantity: qty,
             trigger_price: trig,
             price: trig,
+            reduce_only: false,
             created_at: now,
             updated_at: now,
         };
@@ -992,13 +1008,20 @@ impl Model {
         vec![payloads::usdm_algo_update(e, now, &a, None, 0)]
     }
 
+    /// A random open algo order of the session's own (never one placed through the API).
     fn random_algo_key(&mut self) -> Option<String> {
-        let n = self.st.open_algo_orders.len();
+        let n = self.st.open_algo_orders.len() - self.api_algos.len();
         if n == 0 {
             return None;
         }
         let i = self.rng.random_range(0..n);
-        self.st.open_algo_orders.keys().nth(i).cloned()
+        let api = &self.api_algos;
+        self.st
+            .open_algo_orders
+            .keys()
+            .filter(|k| !api.contains(*k))
+            .nth(i)
+            .cloned()
     }
 
     fn algo_cancel(&mut self, now: i64) -> Vec<Value> {

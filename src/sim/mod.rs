@@ -6,6 +6,13 @@
 //! imports nothing from the rest of the crate, so that a misreading of Binance's wire format
 //! in the daemon cannot be hidden by sharing code with the sim.
 //!
+//! Surfaces and where they live: REST routes, WS API and delivery (`server`), the USD-M stream
+//! forms (`usdm_stream`), signatures and key types (`auth`, `keys`), request weight
+//! (`weights`), exchangeInfo and filters (`exchange_info`), order entry (`orders`), OCO lists
+//! (`oco`), USD-M conditional orders (`algo`), the account model and random session
+//! (`account`), payloads (`payloads`), faults (`faults`). Each module's docs name the
+//! production behaviour it relies on and its source (or "inference").
+//!
 //! Notes on choices the documentation leaves open:
 //! - `ALGO_UPDATE.o.ai` is a string (`""` until triggered, then the new order id as text), as
 //!   in Binance's example; USD-M `ACCOUNT_UPDATE` for deposits/withdrawals carries `"P":[]`,
@@ -18,15 +25,19 @@
 //! - One API key per sim, of one type (HMAC, Ed25519 or RSA: `keys`).
 
 mod account;
+mod algo;
 mod auth;
 mod exchange_info;
 mod faults;
 mod keys;
+mod oco;
 mod orders;
 mod payloads;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_algo;
 #[cfg(test)]
 mod tests_info;
 #[cfg(test)]
@@ -238,6 +249,7 @@ pub struct SimAlgoOrder {
     pub quantity: Decimal,
     pub trigger_price: Decimal,
     pub price: Decimal,
+    pub reduce_only: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

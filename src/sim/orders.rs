@@ -271,6 +271,9 @@ impl Model {
         let keys: Vec<String> = self.api_orders.iter().cloned().collect();
         let mut evs = Vec::new();
         for k in keys {
+            if self.oco_pending.contains(&k) {
+                continue;
+            }
             let Some(o) = self.st.open_orders.get(&k).cloned() else {
                 continue;
             };
@@ -283,8 +286,15 @@ impl Model {
             if crossed && mark > Decimal::ZERO {
                 let rem = o.orig_qty - o.executed_qty;
                 let price = o.price;
+                let in_list = o.order_list_id >= 0;
                 evs.extend(self.apply_fill(&k, o, rem, price, true, now));
+                if in_list {
+                    evs.extend(self.oco_finish(&k, false, now));
+                }
             }
+        }
+        if !self.oco_pending.is_empty() {
+            evs.extend(self.oco_trigger(now));
         }
         if !evs.is_empty() {
             self.refresh(now);
@@ -296,7 +306,8 @@ impl Model {
     pub fn set_mark(&mut self, symbol: &str, price: Decimal, now: i64) -> Option<Vec<Value>> {
         let dp = self.spec(symbol)?.price_dp;
         *self.marks.get_mut(symbol)? = price.round_dp(dp);
-        let evs = self.match_resting(now);
+        let mut evs = self.match_resting(now);
+        evs.extend(self.trigger_algos(now));
         self.refresh(now);
         Some(evs)
     }
@@ -512,7 +523,27 @@ impl Model {
             SimMarket::Spot => Some(new_cid.unwrap_or_else(|| self.client_id(""))),
             SimMarket::Usdm => None,
         };
-        let events = self.cancel_order_as(key, now, false, true, cid.clone());
+        let in_list = self
+            .st
+            .open_orders
+            .get(key)
+            .is_some_and(|o| o.order_list_id >= 0);
+        let (events, cid) = if in_list {
+            // Cancelling one leg cancels the whole list.
+            let evs = self.oco_finish(key, true, now);
+            let id = self.st.orders.get(key).map(|o| o.order_id);
+            let c = evs
+                .iter()
+                .find(|v| v["e"] == "executionReport" && v["i"].as_i64() == id)
+                .and_then(|v| v["c"].as_str())
+                .map(str::to_string);
+            (evs, c)
+        } else {
+            (
+                self.cancel_order_as(key, now, false, true, cid.clone()),
+                cid,
+            )
+        };
         self.refresh(now);
         let o = self.st.orders.get(key).cloned();
         let body = match (self.market, o) {
@@ -544,6 +575,9 @@ impl Model {
         let mut bodies = Vec::new();
         let mut events = Vec::new();
         for k in keys {
+            if !self.st.open_orders.contains_key(&k) {
+                continue; // the other leg of a list already cancelled
+            }
             let (b, e) = self.cancel_one(&k, None, now);
             bodies.push(b);
             events.extend(e);

@@ -334,7 +334,7 @@ pub(crate) fn usdm_algo_update(
             "pm": "NONE",
             "cp": false,
             "pP": false,
-            "R": false,
+            "R": a.reduce_only,
             "tt": trigger_time,
             "gtd": 0,
             "rm": ""
@@ -569,7 +569,7 @@ pub(crate) fn usdm_algo_order(a: &SimAlgoOrder) -> Value {
         "priceMatch": "NONE",
         "closePosition": false,
         "priceProtect": false,
-        "reduceOnly": false,
+        "reduceOnly": a.reduce_only,
         "createTime": a.created_at,
         "updateTime": a.updated_at,
         "triggerTime": 0,

@@ -409,6 +409,7 @@ fn handle(
                 | "/api/v3/order"
                 | "/api/v3/allOrders"
                 | "/api/v3/myTrades"
+                | "/api/v3/orderList/oco"
         ) | (
             SimMarket::Usdm,
             "/fapi/v3/account"
@@ -418,6 +419,7 @@ fn handle(
                 | "/fapi/v1/allOrders"
                 | "/fapi/v1/userTrades"
                 | "/fapi/v1/openAlgoOrders"
+                | "/fapi/v1/algoOrder"
         )
     );
     if !signed {
@@ -427,7 +429,12 @@ fn handle(
         (market, method.as_str(), path),
         (SimMarket::Spot, "POST" | "DELETE", "/api/v3/order")
             | (SimMarket::Spot, "DELETE", "/api/v3/openOrders")
-            | (SimMarket::Usdm, "POST" | "DELETE", "/fapi/v1/order")
+            | (SimMarket::Spot, "POST", "/api/v3/orderList/oco")
+            | (
+                SimMarket::Usdm,
+                "POST" | "DELETE",
+                "/fapi/v1/order" | "/fapi/v1/algoOrder"
+            )
     );
     if method != Method::GET && !trade {
         return Err(ApiError::new(
@@ -448,6 +455,9 @@ fn handle(
     let mut core = inner.lock();
     if trade {
         let placed = match (method.as_str(), path) {
+            ("POST", "/api/v3/orderList/oco") => core.model.api_oco_place(&params, now)?,
+            ("POST", "/fapi/v1/algoOrder") => core.model.api_algo_place(&params, now)?,
+            ("DELETE", "/fapi/v1/algoOrder") => core.model.api_algo_cancel(&params, now)?,
             ("POST", _) => core.model.api_place(&params, now)?,
             (_, "/api/v3/openOrders") => core.model.api_cancel_all(&params, now)?,
             _ => core.model.api_cancel(&params, now)?,
@@ -473,7 +483,7 @@ fn handle(
             .values()
             .filter(|o| symbol.as_ref().is_none_or(|s| *s == o.symbol))
             .map(|o| match market {
-                SimMarket::Spot => payloads::spot_order(o),
+                SimMarket::Spot => spot_order(m, o),
                 SimMarket::Usdm => payloads::usdm_order(o),
             })
             .collect()
@@ -509,7 +519,7 @@ fn handle(
                 ApiError::new(StatusCode::BAD_REQUEST, -2013, "Order does not exist.")
             })?;
             match market {
-                SimMarket::Spot => payloads::spot_order(o),
+                SimMarket::Spot => spot_order(m, o),
                 SimMarket::Usdm => payloads::usdm_order(o),
             }
         }
@@ -538,7 +548,7 @@ fn handle(
             orders
                 .into_iter()
                 .map(|o| match market {
-                    SimMarket::Spot => payloads::spot_order(o),
+                    SimMarket::Spot => spot_order(m, o),
                     SimMarket::Usdm => payloads::usdm_order(o),
                 })
                 .collect()
@@ -628,6 +638,18 @@ fn exchange_info(inner: &Arc<Inner>, params: &Params) -> Result<Value, ApiError>
         }
     };
     Ok(exchange_info::build(m, now, limit, only.as_deref()))
+}
+
+/// A Spot order as REST shows it; an untriggered OCO stop leg is not working yet.
+fn spot_order(m: &Model, o: &super::SimOrder) -> Value {
+    let mut v = payloads::spot_order(o);
+    if m.oco_pending
+        .contains(&format!("{}:{}", o.symbol, o.order_id))
+    {
+        v["isWorking"] = json!(false);
+        v["workingTime"] = json!(-1);
+    }
+    v
 }
 
 /// An optional integer parameter.

@@ -465,6 +465,73 @@ pub(crate) fn usdm_account(m: &Model) -> Value {
     })
 }
 
+/// `GET /fapi/v2/account`: v3's body plus the account's flags.
+pub(crate) fn usdm_account_v2(m: &Model) -> Value {
+    let mut v = usdm_account(m);
+    if let Some(o) = v.as_object_mut() {
+        for (k, x) in [
+            ("feeTier", json!(0)),
+            ("feeBurn", json!(false)),
+            ("canTrade", json!(true)),
+            ("canDeposit", json!(true)),
+            ("canWithdraw", json!(true)),
+            ("updateTime", json!(0)),
+            ("multiAssetsMargin", json!(false)),
+            ("tradeGroupId", json!(-1)),
+        ] {
+            o.insert(k.to_owned(), x);
+        }
+    }
+    v
+}
+
+/// `GET /fapi/v3/balance` (and v2): one row per asset.
+pub(crate) fn usdm_balances(m: &Model) -> Value {
+    let account = usdm_account(m);
+    let rows: Vec<Value> = account["assets"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            json!({
+                "accountAlias": "SgsR",
+                "asset": a["asset"],
+                "balance": a["walletBalance"],
+                "crossWalletBalance": a["crossWalletBalance"],
+                "crossUnPnl": a["crossUnPnl"],
+                "availableBalance": a["availableBalance"],
+                "maxWithdrawAmount": a["maxWithdrawAmount"],
+                "marginAvailable": true,
+                "updateTime": a["updateTime"]
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+/// `GET /fapi/v1/leverageBracket`: the notional brackets per symbol (numbers, as Binance sends
+/// them), for `symbol` or every symbol.
+pub(crate) fn usdm_leverage_brackets(m: &Model, symbol: Option<&str>) -> Value {
+    let rows: Vec<Value> = m
+        .symbols
+        .iter()
+        .filter(|s| symbol.is_none_or(|x| x == s.name))
+        .map(|s| {
+            json!({
+                "symbol": s.name,
+                "notionalCoef": 1.0,
+                "brackets": [
+                    {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
+                    {"bracket": 2, "initialLeverage": 100, "notionalCap": 500000, "notionalFloor": 50000, "maintMarginRatio": 0.005, "cum": 50.0},
+                    {"bracket": 3, "initialLeverage": 50, "notionalCap": 10000000, "notionalFloor": 500000, "maintMarginRatio": 0.01, "cum": 2550.0}
+                ]
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
 pub(crate) fn usdm_position_risk(m: &Model, symbol: Option<&str>) -> Value {
     let rows: Vec<Value> = position_rows(m)
         .iter()

@@ -237,6 +237,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
             .route("/private/ws", get(ws_usdm))
             .route("/private/stream", get(ws_usdm))
             .route("/private/ws/{key}", get(ws_usdm_deaf))
+            // Market data is not simulated: these accept the handshake and requests (Binance's
+            // own SDK opens all three routes at once) and deliver no user data.
+            .route("/market/stream", get(ws_usdm_market))
+            .route("/public/stream", get(ws_usdm_market))
+            .route("/market/ws", get(ws_usdm_market))
+            .route("/public/ws", get(ws_usdm_market))
             .route("/ws/{key}", get(ws_usdm_deaf)),
     };
     let app = router.fallback(rest).with_state(inner.clone());
@@ -413,6 +419,10 @@ fn handle(
         ) | (
             SimMarket::Usdm,
             "/fapi/v3/account"
+                | "/fapi/v2/account"
+                | "/fapi/v3/balance"
+                | "/fapi/v2/balance"
+                | "/fapi/v1/leverageBracket"
                 | "/fapi/v3/positionRisk"
                 | "/fapi/v1/openOrders"
                 | "/fapi/v1/order"
@@ -494,6 +504,10 @@ fn handle(
             payloads::spot_account(m, omit)
         }
         "/fapi/v3/account" => payloads::usdm_account(m),
+        // v2 adds the account's flags (ccxt, python-binance still read it).
+        "/fapi/v2/account" => payloads::usdm_account_v2(m),
+        "/fapi/v3/balance" | "/fapi/v2/balance" => payloads::usdm_balances(m),
+        "/fapi/v1/leverageBracket" => payloads::usdm_leverage_brackets(m, symbol.as_deref()),
         "/fapi/v3/positionRisk" => payloads::usdm_position_risk(m, symbol.as_deref()),
         "/api/v3/openOrders" | "/fapi/v1/openOrders" => open_orders(),
         "/fapi/v1/openAlgoOrders" => {
@@ -763,6 +777,19 @@ async fn ws_usdm(State(inner): State<Arc<Inner>>, uri: Uri, ws: WebSocketUpgrade
     }
     let wrapped = uri.path() == "/private/stream";
     let usdm = UsdmConn::from_query(uri.query().unwrap_or(""), wrapped);
+    ws.on_upgrade(move |socket| conn_task(inner, socket, usdm))
+}
+
+/// `/market/*` and `/public/*`: a stream connection without user data (market data is not
+/// simulated); `SUBSCRIBE` is answered as Binance does.
+async fn ws_usdm_market(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    if let Some(r) = refused(&inner) {
+        return r;
+    }
+    let usdm = UsdmConn {
+        wrapped: true,
+        ..UsdmConn::default()
+    };
     ws.on_upgrade(move |socket| conn_task(inner, socket, usdm))
 }
 

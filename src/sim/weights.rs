@@ -110,7 +110,14 @@ pub(crate) fn rest_weight(
         }
         (SimMarket::Spot, "/api/v3/order") if get => 4,
         (SimMarket::Spot, "/api/v3/exchangeInfo") => 20,
-        (SimMarket::Usdm, "/fapi/v3/account" | "/fapi/v3/positionRisk") => 5,
+        (
+            SimMarket::Usdm,
+            "/fapi/v3/account"
+            | "/fapi/v2/account"
+            | "/fapi/v3/balance"
+            | "/fapi/v2/balance"
+            | "/fapi/v3/positionRisk",
+        ) => 5,
         (SimMarket::Usdm, "/fapi/v1/openOrders" | "/fapi/v1/openAlgoOrders") => {
             if has("symbol") {
                 1

@@ -1,33 +1,12 @@
 //! Tests of USD-M conditional orders through the REST API (ALGO_UPDATE NEW → TRIGGERING →
 //! TRIGGERED → FINISHED, the triggered order's events) and of Spot OCO order lists.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::tests::{
-    Resp, Ws, assert_shape, drain, http, now, sign, signed_get, test_cfg, unwrap_event,
-    usdm_connect,
-};
+use super::tests::{Ws, assert_shape, drain, signed_get, test_cfg, unwrap_event, usdm_connect};
+use super::tests_orders::{d, signed};
 use super::*;
-
-async fn signed(sim: &Sim, method: &str, path: &str, params: &str) -> Resp {
-    let q = format!("{params}&timestamp={}", now());
-    let sig = sign(DEMO_API_SECRET, &q);
-    http(
-        sim,
-        method,
-        &format!("{path}?{q}&signature={sig}"),
-        Some(DEMO_API_KEY),
-        "",
-    )
-    .await
-}
-
-fn d(s: &str) -> Decimal {
-    Decimal::from_str(s).expect("decimal")
-}
 
 async fn events(ws: &mut Ws) -> Vec<Value> {
     drain(ws)

@@ -14,7 +14,7 @@ use super::tests::{
 use super::*;
 
 /// A signed request with every param in the query string.
-async fn signed(sim: &Sim, method: &str, path: &str, params: &str) -> Resp {
+pub(super) async fn signed(sim: &Sim, method: &str, path: &str, params: &str) -> Resp {
     let q = format!("{params}&timestamp={}", now());
     let sig = sign(DEMO_API_SECRET, &q);
     http(
@@ -27,7 +27,7 @@ async fn signed(sim: &Sim, method: &str, path: &str, params: &str) -> Resp {
     .await
 }
 
-fn d(s: &str) -> Decimal {
+pub(super) fn d(s: &str) -> Decimal {
     Decimal::from_str(s).expect("decimal")
 }
 

@@ -21,9 +21,6 @@
 //! works (as the random session's do); an order refused at trigger time (margin, reduce-only)
 //! ends the algo as CANCELED with the refusal in `rm`.
 
-use std::str::FromStr;
-
-use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -31,24 +28,8 @@ use super::SimAlgoOrder;
 use super::account::Model;
 use super::auth::ApiError;
 use super::exchange_info::Filters;
-use super::orders::{Params, Placed};
+use super::orders::{Params, Placed, err, need, need_dec};
 use super::payloads::{self, fs};
-
-fn err(code: i64, msg: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, code, msg)
-}
-
-fn need<'a>(params: &'a Params, k: &str) -> Result<&'a str, ApiError> {
-    params
-        .get(k)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::mandatory(k))
-}
-
-fn need_dec(params: &Params, k: &str) -> Result<Decimal, ApiError> {
-    Decimal::from_str(need(params, k)?.trim()).map_err(|_| ApiError::illegal_value(k))
-}
 
 /// Whether the mark has reached the algo's trigger price.
 fn reached(a: &SimAlgoOrder, mark: Decimal) -> bool {

@@ -25,9 +25,7 @@
 //! are not simulated (-1116).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
-use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -35,7 +33,7 @@ use super::SimOrder;
 use super::account::{Exec, Model};
 use super::auth::ApiError;
 use super::exchange_info::Filters;
-use super::orders::{Params, Placed};
+use super::orders::{Params, Placed, err, need, need_dec};
 use super::payloads::f8;
 
 /// One OCO list: its legs' order keys.
@@ -45,22 +43,6 @@ pub(crate) struct OcoList {
     pub client_id: String,
     pub maker: String,
     pub stop: String,
-}
-
-fn err(code: i64, msg: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, code, msg)
-}
-
-fn need<'a>(params: &'a Params, k: &str) -> Result<&'a str, ApiError> {
-    params
-        .get(k)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::mandatory(k))
-}
-
-fn need_dec(params: &Params, k: &str) -> Result<Decimal, ApiError> {
-    Decimal::from_str(need(params, k)?.trim()).map_err(|_| ApiError::illegal_value(k))
 }
 
 fn list_status(e: i64, id: i64, l: &OcoList, legs: &[&SimOrder], done: bool, t: i64) -> Value {

@@ -45,7 +45,7 @@ use super::payloads::{self, f8, fs};
 
 pub(crate) type Params = std::collections::BTreeMap<String, String>;
 
-fn err(code: i64, msg: impl Into<String>) -> ApiError {
+pub(super) fn err(code: i64, msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
@@ -69,7 +69,7 @@ fn decimal(params: &Params, k: &str) -> Result<Option<Decimal>, ApiError> {
     }
 }
 
-fn need<'a>(params: &'a Params, k: &str) -> Result<&'a str, ApiError> {
+pub(super) fn need<'a>(params: &'a Params, k: &str) -> Result<&'a str, ApiError> {
     params
         .get(k)
         .map(String::as_str)
@@ -77,7 +77,7 @@ fn need<'a>(params: &'a Params, k: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::mandatory(k))
 }
 
-fn need_dec(params: &Params, k: &str) -> Result<Decimal, ApiError> {
+pub(super) fn need_dec(params: &Params, k: &str) -> Result<Decimal, ApiError> {
     decimal(params, k)?.ok_or_else(|| ApiError::mandatory(k))
 }
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use serde::Serialize;
 
-use crate::binance::rest::{RestClient, RestError};
+use crate::binance::rest::{RestClient, RestError, budget_for, http_client};
 use crate::binance::stream::{self, StreamConfig};
-use crate::config::{Settings, redact_url};
+use crate::config::{AccountSpec, Settings, redact_url};
 use crate::sink::postgres::MIGRATOR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,6 +32,9 @@ pub struct Check {
     pub hint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The account an exchange check is about (every account of `accounts_file` is audited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl Check {
@@ -43,6 +46,7 @@ impl Check {
             detail: detail.into(),
             hint: None,
             latency_ms: None,
+            account: None,
         }
     }
     fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -66,7 +70,21 @@ pub async fn run(settings: &Settings) -> Report {
     let mut checks = vec![config_check(settings)];
     checks.extend(postgres_checks(settings).await);
     checks.push(redis_check(settings).await);
-    checks.extend(binance_checks(settings).await);
+    match settings.accounts() {
+        Ok(specs) => {
+            let several = !settings.accounts_file.is_empty();
+            for spec in specs {
+                let mut these = binance_checks(settings, &spec).await;
+                if several {
+                    for c in &mut these {
+                        c.account = Some(spec.id.clone());
+                    }
+                }
+                checks.extend(these);
+            }
+        }
+        Err(e) => checks.push(Check::new("accounts", true, Status::Fail, e.to_string())),
+    }
     let ok = checks
         .iter()
         .all(|c| !c.required || matches!(c.status, Status::Ok | Status::Warn));
@@ -277,9 +295,14 @@ async fn redis_check(s: &Settings) -> Check {
     }
 }
 
-async fn binance_checks(s: &Settings) -> Vec<Check> {
+async fn binance_checks(s: &Settings, spec: &AccountSpec) -> Vec<Check> {
     let mut out = Vec::new();
-    let rest = match RestClient::new(s) {
+    let budget = std::sync::Arc::new(budget_for(s, spec.market));
+    let http = match http_client(s) {
+        Ok(h) => h,
+        Err(e) => return vec![Check::new("binance_rest", true, Status::Fail, format!("{e:#}"))],
+    };
+    let rest = match RestClient::for_account(spec, s, http, budget) {
         Ok(r) => r,
         Err(e) => {
             return vec![Check::new(
@@ -290,6 +313,7 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
             )];
         }
     };
+    let rest = std::sync::Arc::new(rest);
     let started = Instant::now();
     match rest.sync_time().await {
         Ok(offset) => {
@@ -298,7 +322,7 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
                     "binance_rest",
                     true,
                     Status::Ok,
-                    format!("{} reachable", s.rest_url()),
+                    format!("{} reachable", spec.rest_url),
                 )
                 .latency(started),
             );
@@ -324,14 +348,14 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
                     "binance_rest",
                     true,
                     Status::Fail,
-                    format!("{}: {e}", s.rest_url()),
+                    format!("{}: {e}", spec.rest_url),
                 )
                 .hint("check network egress to Binance and binance.rest_url"),
             );
             return out;
         }
     }
-    if !(s.binance.api_key.is_set() && s.binance.api_secret.is_set()) {
+    if !(spec.api_key.is_set() && spec.api_secret.is_set()) {
         out.push(
             Check::new(
                 "api_key",
@@ -343,7 +367,7 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
         );
         return out;
     }
-    let path = match s.market() {
+    let path = match spec.market {
         crate::account::Market::Spot => "/api/v3/account",
         crate::account::Market::Usdm => "/fapi/v3/account",
     };
@@ -369,15 +393,15 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
             return out;
         }
     }
-    out.push(key_permissions(&rest, s).await);
+    out.push(key_permissions(&rest).await);
     let started = Instant::now();
-    match stream::probe(&rest, &StreamConfig::from_settings(s)).await {
+    match stream::probe(rest.clone(), &StreamConfig::for_url(s, spec.ws_url.clone())).await {
         Ok(url) => out.push(
             Check::new(
                 "user_data_stream",
                 true,
                 Status::Ok,
-                match s.market() {
+                match spec.market {
                     crate::account::Market::Spot => {
                         format!("userDataStream.subscribe.signature opened and closed on {url}")
                     }
@@ -398,8 +422,8 @@ async fn binance_checks(s: &Settings) -> Vec<Check> {
 }
 
 /// Spot API keys' restrictions (`/sapi/v1/account/apiRestrictions`): warn if it can withdraw.
-async fn key_permissions(rest: &RestClient, s: &Settings) -> Check {
-    if s.market() != crate::account::Market::Spot {
+async fn key_permissions(rest: &RestClient) -> Check {
+    if rest.market() != crate::account::Market::Spot {
         return Check::new(
             "api_key_permissions",
             false,
@@ -459,9 +483,13 @@ pub fn table(r: &Report) -> String {
             .latency_ms
             .map(|l| format!("{l:.2} ms"))
             .unwrap_or_default();
+        let name = match &c.account {
+            Some(a) => format!("{} [{a}]", c.name),
+            None => c.name.to_owned(),
+        };
         out.push_str(&format!(
             "{:<20} {:<5} {:>10}  {}\n",
-            c.name, status, latency, c.detail
+            name, status, latency, c.detail
         ));
         if let Some(h) = &c.hint {
             out.push_str(&format!("{:<20} {:<5} {:>10}  hint: {h}\n", "", "", ""));

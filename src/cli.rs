@@ -154,13 +154,31 @@ fn shutdown_on_signals() -> anyhow::Result<tokio_util::sync::CancellationToken> 
     Ok(cancel)
 }
 
+/// Every SIGHUP sends one message: re-read `accounts_file`.
+fn reload_on_sighup() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    use futures_util::StreamExt;
+    let mut signals = signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while signals.next().await.is_some() {
+            tracing::info!(event = "reload_requested", "SIGHUP: re-reading accounts_file");
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
     match command {
         Command::Run => {
             settings.require_credentials()?;
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
-            crate::app::run_daemon(settings, cancel, None).await?;
+            let reload = reload_on_sighup()?;
+            crate::app::run_fleet(settings, cancel, None, Some(reload)).await?;
             Ok(())
         }
         Command::Demo {

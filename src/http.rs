@@ -1,12 +1,14 @@
-//! The operator's HTTP surface (contract §5): `/healthz`, `/readyz`, `/metrics`, `/v1/account`.
-//! `/v1/*` is guarded by an optional bearer token; health endpoints stay open.
+//! The operator's HTTP surface (contract §5): `/healthz`, `/readyz`, `/metrics`, `/v1/account`,
+//! `/v1/accounts`. `/v1/*` is guarded by an optional bearer token; health endpoints stay open.
+//! HTTP only asks: it reads the fleet's registry and the actors' views, and changes nothing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,23 +17,29 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::account::CacheHandle;
-use crate::binance::stream::StreamHealth;
 use crate::config::Secret;
+use crate::fleet::{AccountEntry, Registry};
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
-    pub cache: CacheHandle,
-    pub stream: Arc<StreamHealth>,
+    pub accounts: Registry,
     pub pg: Option<PgPool>,
     pub token: Secret,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
+impl HttpState {
+    fn entries(&self) -> Vec<AccountEntry> {
+        let r = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+        r.values().cloned().collect()
+    }
+}
+
 pub fn router(state: HttpState) -> Router {
     let v1 = Router::new()
         .route("/v1/account", get(account))
+        .route("/v1/accounts", get(accounts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -83,33 +91,52 @@ async fn require_token(State(s): State<HttpState>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
+/// Every account's cache actor answers within 2 s.
+pub async fn actors_answer(s: &HttpState) -> bool {
+    let entries = s.entries();
+    let pings = entries.iter().map(|e| e.cache.seq());
+    let all = futures_util::future::join_all(pings);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), all).await,
+        Ok(answers) if answers.iter().all(Result::is_ok)
+    )
+}
+
 async fn healthz(State(s): State<HttpState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), s.cache.view()).await {
-        Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"ok": true}))).into_response(),
-        _ => (
+    if actors_answer(&s).await {
+        (StatusCode::OK, axum::Json(json!({"ok": true}))).into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ok": false, "reason": "cache actor not answering"})),
         )
-            .into_response(),
+            .into_response()
     }
 }
 
-/// The reasons the daemon is not ready (empty = ready).
+/// The reasons the daemon is not ready (empty = ready). With several accounts each reason
+/// names its account.
 pub async fn not_ready_reasons(s: &HttpState) -> Vec<String> {
     let mut reasons = Vec::new();
-    if !s
-        .stream
-        .snapshot_loaded
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        reasons.push("first snapshot not loaded".to_owned());
+    let entries = s.entries();
+    let several = entries.len() > 1;
+    for e in &entries {
+        let h = &e.health;
+        for (ok, why) in [
+            (h.snapshot_loaded.load(Ordering::Relaxed), "first snapshot not loaded"),
+            (h.subscribed.load(Ordering::Relaxed), "stream not subscribed"),
+        ] {
+            if !ok {
+                reasons.push(if several {
+                    format!("account {}: {why}", e.id)
+                } else {
+                    why.to_owned()
+                });
+            }
+        }
     }
-    if !s
-        .stream
-        .subscribed
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        reasons.push("stream not subscribed".to_owned());
+    if entries.is_empty() {
+        reasons.push("no account is running yet".to_owned());
     }
     if let Some(pool) = &s.pg {
         let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
@@ -143,8 +170,33 @@ async fn metrics_text(State(s): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn account(State(s): State<HttpState>) -> Response {
-    match s.cache.view().await {
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
+}
+
+/// `/v1/account`: the one account, or `?account=ID` (required when there are several).
+async fn account(
+    State(s): State<HttpState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let entries = s.entries();
+    let entry = match q.get("account") {
+        Some(id) => match entries.iter().find(|e| &e.id == id) {
+            Some(e) => e,
+            None => return error(StatusCode::NOT_FOUND, format!("no account `{id}`")),
+        },
+        None => match entries.as_slice() {
+            [one] => one,
+            [] => return error(StatusCode::SERVICE_UNAVAILABLE, "no account is running yet".into()),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "several accounts: name one with ?account=ID (see /v1/accounts)".into(),
+                );
+            }
+        },
+    };
+    match entry.cache.view().await {
         Ok(v) => axum::Json(json!({
             "account_id": v.account_id,
             "market": v.market,
@@ -152,13 +204,36 @@ async fn account(State(s): State<HttpState>) -> Response {
             "balances": v.balances,
             "positions": v.positions,
             "open_orders": v.open_orders,
-            "stream": s.stream.to_json(),
+            "stream": entry.health.to_json(),
         }))
         .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "cache actor stopped"})),
-        )
-            .into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "cache actor stopped".into()),
     }
+}
+
+/// `/v1/accounts`: one entry per account.
+async fn accounts(State(s): State<HttpState>) -> Response {
+    let entries = s.entries();
+    let seqs = futures_util::future::join_all(entries.iter().map(|e| async {
+        tokio::time::timeout(Duration::from_secs(2), e.cache.seq())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }))
+    .await;
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .zip(seqs)
+        .map(|(e, seq)| {
+            json!({
+                "account_id": e.id,
+                "market": e.market,
+                "ready": e.health.ready(),
+                "seq": seq,
+                "stream": e.health.to_json(),
+                "owner": serde_json::Value::Null,
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
 }

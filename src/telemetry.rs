@@ -63,27 +63,17 @@ fn builder() -> PrometheusBuilder {
         .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
-/// Exports the counters operators alert on at 0 from the start: a series that only appears on
-/// its first increment makes `rate()`/`increase()` miss that increment and absent-series
-/// alerts fire on a healthy daemon.
+/// Exports the process-wide counters operators alert on at 0 from the start: a series that only
+/// appears on its first increment makes `rate()`/`increase()` miss that increment and
+/// absent-series alerts fire on a healthy daemon. (Account-scoped counters are registered at 0,
+/// with their `account` label, when the account starts.)
 fn register_zeroes() {
     for name in [
-        "acctstate_reconnects_total",
         "acctstate_parse_errors_total",
-        "acctstate_unknown_events_total",
         "acctstate_oversized_frames_total",
-        "acctstate_resync_corrections_total",
-        "acctstate_reconciliations_total",
-        "acctstate_stream_deaf_total",
+        "acctstate_unroutable_frames_total",
         "acctstate_pg_write_errors_total",
-        "acctstate_pg_history_dropped_total",
-        "acctstate_redis_errors_total",
-        "acctstate_redis_dropped_total",
-        "acctstate_redis_state_lost_total",
     ] {
         metrics::counter!(name).increment(0);
-    }
-    for reason in ["unchanged", "stale", "duplicate", "invalid"] {
-        metrics::counter!("acctstate_dropped_updates_total", "reason" => reason).increment(0);
     }
 }

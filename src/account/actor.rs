@@ -1,9 +1,10 @@
 //! The cache actor: the one task that owns the `AccountState`.
 //!
-//! Others hold a cheap, cloneable `CacheHandle`: the stream task sends updates through it, the
-//! HTTP server and the Redis sink ask for views. The actor applies each update and hands the
-//! resulting changes to the sinks over unbounded channels, so it never waits on Postgres or
-//! Redis (each sink drains its channel at once into its own bounded, coalescing buffer).
+//! One actor per account. Others hold a cheap, cloneable `CacheHandle`: the account's session
+//! sends updates through it, the HTTP server and the Redis sink ask for views. The actor applies
+//! each update and hands the resulting changes, tagged with the account, to the sinks over
+//! unbounded channels, so it never waits on Postgres or Redis (each sink drains its channel at
+//! once into its own bounded, coalescing buffer). Its metrics carry the `account` label.
 
 use std::sync::Arc;
 
@@ -11,13 +12,20 @@ use anyhow::{Context, anyhow};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::change::{Change, Kind};
+use super::change::{Change, Kind, Source};
 use super::model::Millis;
 use super::state::{AccountState, AccountView, Drops};
 use super::update::Update;
 
 /// Changes of one update, shared by every sink.
 pub type ChangeBatch = Arc<[Change]>;
+
+/// A batch with the account it belongs to (the Postgres writer serves every account).
+#[derive(Debug, Clone)]
+pub struct AccountBatch {
+    pub account: Arc<str>,
+    pub changes: ChangeBatch,
+}
 
 /// How many commands may wait for the actor before senders wait.
 const MAILBOX: usize = 4096;
@@ -30,6 +38,7 @@ enum Command {
         done: Option<oneshot::Sender<Counts>>,
     },
     View(oneshot::Sender<AccountView>),
+    Seq(oneshot::Sender<i64>),
     Close,
 }
 
@@ -89,6 +98,16 @@ impl CacheHandle {
         rx.await.context("the cache actor stopped before answering")
     }
 
+    /// The last seq (a cheap liveness question: no view is copied).
+    pub async fn seq(&self) -> anyhow::Result<i64> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Seq(tx))
+            .await
+            .map_err(|_| anyhow!("the cache actor has stopped"))?;
+        rx.await.context("the cache actor stopped before answering")
+    }
+
     /// Stops the actor after the commands already queued; the sinks' channels then close.
     pub async fn close(&self) {
         let _ = self.tx.send(Command::Close).await;
@@ -98,18 +117,62 @@ impl CacheHandle {
 /// Starts the actor. Every batch of changes is sent to each of `sinks`.
 pub fn spawn(
     state: AccountState,
-    sinks: Vec<mpsc::UnboundedSender<ChangeBatch>>,
+    sinks: Vec<mpsc::UnboundedSender<AccountBatch>>,
 ) -> (CacheHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let task = tokio::spawn(run(state, rx, sinks));
     (CacheHandle { tx }, task)
 }
 
+/// The actor's metric handles, registered once with the account's label.
+struct ActorMetrics {
+    /// Per kind (`Kind::ALL` order) × source (stream, snapshot).
+    changes: Vec<[metrics::Counter; 2]>,
+    drops: [metrics::Counter; 4],
+    open_orders: metrics::Gauge,
+    seq: metrics::Gauge,
+}
+
+impl ActorMetrics {
+    fn new(account: &str) -> Self {
+        let a = account.to_owned();
+        let changes = Kind::ALL
+            .iter()
+            .map(|k| {
+                [Source::Stream, Source::Snapshot].map(|s| {
+                    metrics::counter!("acctstate_changes_total", "account" => a.clone(), "kind" => k.as_str(), "source" => s.as_str())
+                })
+            })
+            .collect();
+        let drops = DROP_REASONS.map(|r| {
+            let c = metrics::counter!("acctstate_dropped_updates_total", "account" => a.clone(), "reason" => r);
+            c.increment(0);
+            c
+        });
+        ActorMetrics {
+            changes,
+            drops,
+            open_orders: metrics::gauge!("acctstate_open_orders", "account" => a.clone()),
+            seq: metrics::gauge!("acctstate_seq", "account" => a),
+        }
+    }
+
+    fn change(&self, c: &Change) {
+        let k = Kind::ALL.iter().position(|k| *k == c.kind()).unwrap_or(0);
+        let s = usize::from(c.source == Source::Snapshot);
+        self.changes[k][s].increment(1);
+    }
+}
+
+const DROP_REASONS: [&str; 4] = ["unchanged", "stale", "duplicate", "invalid"];
+
 async fn run(
     mut state: AccountState,
     mut rx: mpsc::Receiver<Command>,
-    sinks: Vec<mpsc::UnboundedSender<ChangeBatch>>,
+    sinks: Vec<mpsc::UnboundedSender<AccountBatch>>,
 ) {
+    let account: Arc<str> = Arc::from(state.view_id());
+    let m = ActorMetrics::new(&account);
     let mut drops = Drops::default();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -123,17 +186,20 @@ async fn run(
                 let counts = done.as_ref().map(|_| Counts::of_changes(&changes));
                 if n > 0 {
                     for c in &changes {
-                        metrics::counter!("acctstate_changes_total", "kind" => c.kind().as_str(), "source" => c.source.as_str()).increment(1);
+                        m.change(c);
                     }
-                    let batch: ChangeBatch = changes.into();
+                    let batch = AccountBatch {
+                        account: account.clone(),
+                        changes: changes.into(),
+                    };
                     for sink in &sinks {
                         // A sink that has stopped is gone for good; the others still get it.
                         let _ = sink.send(batch.clone());
                     }
                 }
-                record_drops(&mut drops, state.drops());
-                metrics::gauge!("acctstate_open_orders").set(state.open_order_count() as f64);
-                metrics::gauge!("acctstate_seq").set(state.last_seq() as f64);
+                record_drops(&m.drops, &mut drops, state.drops());
+                m.open_orders.set(state.open_order_count() as f64);
+                m.seq.set(state.last_seq() as f64);
                 if let (Some(done), Some(counts)) = (done, counts) {
                     let _ = done.send(counts);
                 }
@@ -141,27 +207,30 @@ async fn run(
             Command::View(reply) => {
                 let _ = reply.send(state.view());
             }
+            Command::Seq(reply) => {
+                let _ = reply.send(state.last_seq());
+            }
             Command::Close => break,
         }
     }
     tracing::info!(
         event = "cache_stopped",
+        account_id = %account,
         seq = state.last_seq(),
         "cache actor stopped"
     );
 }
 
-/// Moves the drop counters forward to the state's totals.
-fn record_drops(seen: &mut Drops, now: Drops) {
-    for (reason, before, after) in [
-        ("unchanged", seen.unchanged, now.unchanged),
-        ("stale", seen.stale, now.stale),
-        ("duplicate", seen.duplicate, now.duplicate),
-        ("invalid", seen.invalid, now.invalid),
+/// Moves the drop counters (in `DROP_REASONS` order) forward to the state's totals.
+fn record_drops(counters: &[metrics::Counter; 4], seen: &mut Drops, now: Drops) {
+    for (counter, before, after) in [
+        (&counters[0], seen.unchanged, now.unchanged),
+        (&counters[1], seen.stale, now.stale),
+        (&counters[2], seen.duplicate, now.duplicate),
+        (&counters[3], seen.invalid, now.invalid),
     ] {
         if after > before {
-            metrics::counter!("acctstate_dropped_updates_total", "reason" => reason)
-                .increment(after - before);
+            counter.increment(after - before);
         }
     }
     *seen = now;

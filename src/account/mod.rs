@@ -7,7 +7,7 @@ pub mod model;
 pub mod state;
 pub mod update;
 
-pub use actor::{CacheHandle, ChangeBatch, Counts};
+pub use actor::{AccountBatch, CacheHandle, ChangeBatch, Counts};
 pub use change::{Change, Entity, Kind, Source};
 pub use model::{Balance, Fill, Market, Millis, Order, OrderStatus, Position};
 pub use state::{AccountState, AccountView};

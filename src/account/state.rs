@@ -133,6 +133,11 @@ pub struct AccountState {
 
 impl AccountState {
     /// An empty account whose first change will carry `first_seq`.
+    /// The account's id.
+    pub fn view_id(&self) -> &str {
+        &self.account_id
+    }
+
     pub fn new(account_id: impl Into<String>, market: Market, first_seq: i64) -> Self {
         AccountState {
             account_id: account_id.into(),

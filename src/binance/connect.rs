@@ -1,27 +1,25 @@
-//! Opening one user-data session, the way `run` and `check` both do: the WebSocket connect
-//! with its frame limits; Spot: `userDataStream.subscribe.signature` signed with the account's
-//! key, waiting for its answer; USD-M: a listenKey and production's URL form
+//! Opening user-data connections, the way `run` and `check` both do: the WebSocket connect
+//! with its frame limits; Spot: the `userDataStream.subscribe.signature` request signed with
+//! the account's key and the reading of its answer (the connection task, `conn`, sends and
+//! reads them); USD-M: a listenKey and production's URL form
 //! `{ws_url}/private/ws?listenKey=<key>&events=…` (SPEC §1.2), the key redacted everywhere it
-//! could be shown. The stream task (`stream`) owns what happens on the session afterwards.
+//! could be shown.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::convert::{self, Frame};
+use super::convert::{self, ApiError};
 use super::rest::{RestClient, RestError};
 use super::sign;
 use crate::account::Market;
 use crate::config::Settings;
 
-pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Timings and limits of the stream.
 #[derive(Debug, Clone)]
@@ -42,10 +40,16 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
+    /// The timings of `s`, on the top-level account's endpoint.
     pub fn from_settings(s: &Settings) -> StreamConfig {
+        StreamConfig::for_url(s, s.ws_url())
+    }
+
+    /// The timings of `s`, on `ws_url`.
+    pub fn for_url(s: &Settings, ws_url: String) -> StreamConfig {
         let b = &s.binance;
         StreamConfig {
-            ws_url: s.ws_url(),
+            ws_url,
             max_frame_bytes: b.max_frame_bytes,
             ping_every: Duration::from_secs(b.idle_timeout_secs.div_ceil(4).clamp(1, 15)),
             pong_timeout: Duration::from_secs(b.pong_timeout_secs),
@@ -60,23 +64,17 @@ impl StreamConfig {
     }
 }
 
-pub(super) struct Session {
-    pub(super) ws: Ws,
-    pub(super) listen_key: Option<String>,
-    /// The URL opened, the listenKey redacted.
-    pub(super) url: String,
-}
-
 /// Opening a session failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum OpenError {
+pub enum OpenError {
     #[error(transparent)]
     Rest(#[from] RestError),
     #[error("{0}")]
     Other(String),
 }
 
-async fn connect(cfg: &StreamConfig, url: &str) -> Result<Ws, OpenError> {
+/// Opens a WebSocket with the configured frame limits (10 s to connect).
+pub(super) async fn connect(cfg: &StreamConfig, url: &str) -> Result<Ws, OpenError> {
     let config = WebSocketConfig::default()
         .max_frame_size(Some(cfg.max_frame_bytes))
         .max_message_size(Some(cfg.max_frame_bytes));
@@ -88,44 +86,23 @@ async fn connect(cfg: &StreamConfig, url: &str) -> Result<Ws, OpenError> {
     }
 }
 
-/// Connects and subscribes.
-pub(super) async fn open(rest: &RestClient, cfg: &StreamConfig) -> Result<Session, OpenError> {
-    match rest.market() {
-        Market::Spot => {
-            let mut ws = connect(cfg, &cfg.ws_url).await?;
-            subscribe(rest, &mut ws).await?;
-            tracing::info!(
-                event = "stream_connected",
-                "stream: connected and subscribed (spot WebSocket API)"
-            );
-            Ok(Session {
-                ws,
-                listen_key: None,
-                url: cfg.ws_url.clone(),
-            })
-        }
-        Market::Usdm => {
-            let body = rest
-                .key_call(Method::POST, "/fapi/v1/listenKey", &[])
-                .await?;
-            let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
-            let url = usdm_url(cfg, &key);
-            let redacted = usdm_url(cfg, LISTEN_KEY_REDACTED);
-            let ws = connect(cfg, &url)
-                .await
-                .map_err(|e| OpenError::Other(e.to_string().replace(&key, LISTEN_KEY_REDACTED)))?;
-            tracing::info!(
-                event = "stream_connected",
-                url = %redacted,
-                "stream: connected (usdm listenKey stream)"
-            );
-            Ok(Session {
-                ws,
-                listen_key: Some(key),
-                url: redacted,
-            })
-        }
-    }
+/// USD-M: a listenKey (the same one while it lives) and a connection carrying it.
+/// Returns the socket and the key; the key never reaches a log line or an error.
+pub(super) async fn open_usdm(rest: &RestClient, cfg: &StreamConfig) -> Result<(Ws, String), OpenError> {
+    let body = rest
+        .key_call(Method::POST, "/fapi/v1/listenKey", &[])
+        .await?;
+    let key = convert::listen_key(&body).map_err(|e| OpenError::Other(e.to_string()))?;
+    let url = usdm_url(cfg, &key);
+    let ws = connect(cfg, &url)
+        .await
+        .map_err(|e| OpenError::Other(e.to_string().replace(&key, LISTEN_KEY_REDACTED)))?;
+    tracing::info!(
+        event = "stream_connected",
+        url = %usdm_url(cfg, LISTEN_KEY_REDACTED),
+        "stream: connected (usdm listenKey stream)"
+    );
+    Ok((ws, key))
 }
 
 /// What stands for the listenKey in logs, errors and `check`.
@@ -140,10 +117,8 @@ fn usdm_url(cfg: &StreamConfig, key: &str) -> String {
     )
 }
 
-/// Spot: `userDataStream.subscribe.signature`, then wait for its answer.
-pub(super) async fn subscribe(rest: &RestClient, ws: &mut Ws) -> Result<(), OpenError> {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let id = format!("sub-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+/// Spot: the `userDataStream.subscribe.signature` request of `rest`'s account, as sent.
+pub(super) fn subscribe_request(rest: &RestClient, id: &str) -> String {
     let mut params: Vec<(&str, String)> = vec![
         ("apiKey", rest.api_key().expose().to_owned()),
         ("recvWindow", rest.recv_window_ms().to_string()),
@@ -164,55 +139,58 @@ pub(super) async fn subscribe(rest: &RestClient, ws: &mut Ws) -> Result<(), Open
             (k.to_owned(), v)
         })
         .collect();
-    let request = serde_json::json!({"id": id, "method": "userDataStream.subscribe.signature", "params": params});
-    ws.send(Message::text(request.to_string()))
-        .await
-        .map_err(|e| OpenError::Other(format!("send subscribe: {e}")))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| OpenError::Other("no answer to the subscription request".into()))?;
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None => {
-                return Err(OpenError::Other("closed during subscription".into()));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(OpenError::Other(format!("read: {e}"))),
-        };
-        if let Ok(Frame::Response {
-            id: Some(rid),
-            status,
-            error,
-            ..
-        }) = convert::parse_spot_frame(&text)
-            && rid == id
-        {
-            return match error {
-                None if status == 200 => Ok(()),
-                Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => {
-                    Err(RestError::Credentials(e).into())
-                }
-                Some(e) => {
-                    if e.code == -1021 {
-                        let _ = rest.sync_time().await;
-                    }
-                    Err(OpenError::Other(format!("subscription refused: {e}")))
-                }
-                None => Err(OpenError::Other(format!(
-                    "subscription refused with status {status}"
-                ))),
-            };
+    serde_json::json!({"id": id, "method": "userDataStream.subscribe.signature", "params": params})
+        .to_string()
+}
+
+/// Spot: the answer to a subscription request → its `subscriptionId`, or why not. A clock
+/// error (-1021) resyncs the offset in the background for the next attempt.
+pub(super) fn subscribe_outcome(
+    status: u16,
+    result: Option<&serde_json::Value>,
+    error: Option<ApiError>,
+    rest: &Arc<RestClient>,
+) -> Result<u64, OpenError> {
+    match error {
+        None if status == 200 => result
+            .and_then(|r| r.get("subscriptionId"))
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| OpenError::Other("subscription answer without a subscriptionId".into())),
+        Some(e) if matches!(e.code, -2015 | -1022 | -2014 | -1002) => {
+            Err(RestError::Credentials(e).into())
         }
+        Some(e) => {
+            if e.code == -1021 {
+                let rest = rest.clone();
+                tokio::spawn(async move {
+                    let _ = rest.sync_time().await;
+                });
+            }
+            Err(OpenError::Other(format!("subscription refused: {e}")))
+        }
+        None => Err(OpenError::Other(format!(
+            "subscription refused with status {status}"
+        ))),
     }
 }
 
 /// Opens a user-data session the way `run` does and closes it again: `acctstate check`'s
 /// stream probe. Returns the URL it opened (listenKey redacted). (USD-M: the listenKey is left
 /// alive; it is shared with a running daemon.)
-pub async fn probe(rest: &RestClient, cfg: &StreamConfig) -> Result<String, String> {
-    let mut session = open(rest, cfg).await.map_err(|e| e.to_string())?;
-    let _ = session.ws.close(None).await;
-    Ok(session.url)
+pub async fn probe(rest: Arc<RestClient>, cfg: &StreamConfig) -> Result<String, String> {
+    match rest.market() {
+        Market::Spot => {
+            let pool = super::pool::SpotPool::new(cfg.clone(), 1);
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let sub = pool.subscribe(&rest, tx).await.map_err(|e| e.to_string())?;
+            drop(sub);
+            pool.close();
+            Ok(cfg.ws_url.clone())
+        }
+        Market::Usdm => {
+            let (mut ws, _key) = open_usdm(&rest, cfg).await.map_err(|e| e.to_string())?;
+            let _ = ws.close(None).await;
+            Ok(usdm_url(cfg, LISTEN_KEY_REDACTED))
+        }
+    }
 }

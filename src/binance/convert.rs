@@ -153,6 +153,42 @@ pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
     ))
 }
 
+/// Where a Spot WebSocket API frame goes: to a subscription's session (which parses it), or to
+/// the connection itself (answers to its requests, `serverShutdown`, events without an id).
+#[derive(Debug)]
+pub enum SpotRoute {
+    Subscription(u64),
+    Frame(Frame),
+    Malformed,
+}
+
+/// Routes a Spot frame, reading only the envelope when `subscriptionId` leads it (Binance's
+/// layout).
+pub fn spot_route(text: &str) -> SpotRoute {
+    if let Some(id) = leading_subscription_id(text) {
+        return SpotRoute::Subscription(id);
+    }
+    if let Ok(outer) = envelope(text)
+        && let (Some(id), Some(_)) = (outer.subscription_id, outer.event)
+    {
+        return SpotRoute::Subscription(id);
+    }
+    match parse_spot_frame(text) {
+        Ok(f) => SpotRoute::Frame(f),
+        Err(_) => SpotRoute::Malformed,
+    }
+}
+
+/// `N` of a frame that starts `{"subscriptionId":N,`.
+fn leading_subscription_id(text: &str) -> Option<u64> {
+    let rest = text.trim_start().strip_prefix(r#"{"subscriptionId":"#)?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    if !rest[end..].starts_with(',') {
+        return None;
+    }
+    rest[..end].parse().ok()
+}
+
 /// One text frame of the USD-M user-data stream: a raw event, the combined-stream form
 /// `{"stream":..,"data":{...}}`, or a WS API response.
 pub fn parse_usdm_frame(text: &str) -> Result<Frame, ParseError> {
@@ -183,6 +219,8 @@ pub fn parse_usdm_frame(text: &str) -> Result<Frame, ParseError> {
 /// so a frame is tokenized here and deserialized once, straight into its wire type.
 #[derive(serde::Deserialize)]
 struct Envelope<'a> {
+    #[serde(rename = "subscriptionId", default)]
+    subscription_id: Option<u64>,
     #[serde(borrow, default)]
     e: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -777,6 +815,16 @@ pub fn server_time(body_text: &str) -> Result<Millis, ParseError> {
 pub fn listen_key(body_text: &str) -> Result<String, ParseError> {
     let w: wire::ListenKey = body(body_text, "listenKey")?;
     Ok(w.listen_key)
+}
+
+/// exchangeInfo → the REQUEST_WEIGHT limit per minute, if it publishes one (other symbols and
+/// fields are skipped unread).
+pub fn request_weight_limit(body_text: &str) -> Option<u32> {
+    let w: wire::ExchangeLimits = serde_json::from_str(body_text).ok()?;
+    w.rate_limits
+        .iter()
+        .find(|l| l.kind == "REQUEST_WEIGHT" && l.interval == "MINUTE" && l.interval_num == 1)
+        .map(|l| l.limit)
 }
 
 /// Binance's error body `{"code":..,"msg":..}`, if the body is one.

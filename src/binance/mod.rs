@@ -1,13 +1,18 @@
 //! Binance: wire types and their conversion to the domain (`wire`, `convert`), request signing
-//! (`sign`), the REST client (`rest`), account snapshots (`snapshot`) and the stream task
-//! (`stream`). Nothing outside this module sees a Binance field name.
+//! (`sign`), the per-market weight budget (`weight`), the REST client (`rest`), account
+//! snapshots (`snapshot`), WebSocket connections shared by accounts (`conn`, `pool`, opened by
+//! `connect`) and each account's stream session on them (`stream`). Nothing outside this
+//! module sees a Binance field name.
 
+pub mod conn;
 mod connect;
 pub mod convert;
 #[cfg(test)]
 mod production_payloads;
+pub mod pool;
 pub mod rest;
 pub mod sign;
 pub mod snapshot;
 pub mod stream;
+pub mod weight;
 mod wire;

@@ -1,16 +1,21 @@
-//! The signed REST client: HMAC-signed GETs, API-key-only listenKey calls, server-time offset
-//! (measured at start and again on `-1021`), timeouts on every call, and backoff that honours
-//! 429/418 `Retry-After`. Credentials errors (`-2015`, `-1022`) are reported as such, not retried.
+//! The signed REST client of one account: signed GETs, API-key-only listenKey calls,
+//! server-time offset (measured at start and again on `-1021`), timeouts on every call, and
+//! backoff. The HTTP connection pool and the weight budget (`weight::Budget`) are shared by
+//! every account of a market: each call spends its weight there first, every answer's
+//! `X-MBX-USED-WEIGHT-1M` corrects it, and a 429/418 `Retry-After` stops every account.
+//! Credentials errors (`-2015`, `-1022`) are reported as such, not retried.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
 use super::convert::{self, ApiError};
 use super::sign::{self, Signer};
+use super::weight::{self, Budget};
 use crate::account::{Market, Millis};
-use crate::config::{Secret, Settings};
+use crate::config::{AccountSpec, Secret, Settings};
 
 /// Why a REST call failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,25 +61,75 @@ pub struct RestClient {
     signer: Signer,
     recv_window_ms: u64,
     offset_ms: AtomicI64,
+    budget: Arc<Budget>,
+    /// Weight this client has spent (to measure what a snapshot costs).
+    spent: AtomicU64,
+}
+
+/// The HTTP client every account's REST calls share (one connection pool).
+pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(settings.binance.rest_timeout_secs))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("acctstate/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 impl RestClient {
+    /// The client of the top-level account, with its own pool and budget (`check`).
     pub fn new(settings: &Settings) -> anyhow::Result<RestClient> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(settings.binance.rest_timeout_secs))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("acctstate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let spec = settings.single_account();
+        let budget = Arc::new(budget_for(settings, spec.market));
+        RestClient::for_account(&spec, settings, http_client(settings)?, budget)
+    }
+
+    /// One account's client on the shared pool and budget.
+    pub fn for_account(
+        spec: &AccountSpec,
+        settings: &Settings,
+        http: reqwest::Client,
+        budget: Arc<Budget>,
+    ) -> anyhow::Result<RestClient> {
         Ok(RestClient {
             http,
-            base: settings.rest_url(),
-            market: settings.market(),
-            api_key: settings.binance.api_key.clone(),
-            signer: Signer::new(settings.key_type(), settings.binance.api_secret.expose())
-                .map_err(|e| anyhow::anyhow!("binance.api_secret: {e}"))?,
+            base: spec.rest_url.clone(),
+            market: spec.market,
+            api_key: spec.api_key.clone(),
+            signer: Signer::new(spec.key_type, spec.api_secret.expose())
+                .map_err(|e| anyhow::anyhow!("api_secret of account {}: {e}", spec.id))?,
             recv_window_ms: settings.binance.recv_window_ms,
             offset_ms: AtomicI64::new(0),
+            budget,
+            spent: AtomicU64::new(0),
         })
+    }
+
+    /// The weight this client has spent so far.
+    pub fn weight_spent(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
+    }
+
+    /// The weight budget this client spends from.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Reads Binance's REQUEST_WEIGHT limit from exchangeInfo `rateLimits` into the budget
+    /// (best effort: the configured or default limit stays otherwise).
+    pub async fn adopt_published_limit(&self) {
+        let path = format!("{}/exchangeInfo", self.prefix());
+        let query = match self.market {
+            // The full Spot exchangeInfo is megabytes; one symbol's carries the same rateLimits.
+            Market::Spot => "symbol=BTCUSDT".to_owned(),
+            Market::Usdm => String::new(),
+        };
+        match self.send(Method::GET, &path, query, false).await {
+            Ok(body) => match convert::request_weight_limit(&body) {
+                Some(limit) => self.budget.adopt_published(limit),
+                None => tracing::warn!(market = self.market.as_str(), "exchangeInfo has no REQUEST_WEIGHT per-minute limit; keeping the default"),
+            },
+            Err(e) => tracing::warn!(market = self.market.as_str(), error = %e, "could not read exchangeInfo rateLimits; keeping the default weight limit"),
+        }
     }
 
     pub fn market(&self) -> Market {
@@ -183,8 +238,11 @@ impl RestClient {
         };
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0;
+        let cost = weight::weight_of(&method, path, query.contains("symbol="));
         loop {
             attempt += 1;
+            self.budget.spend(cost, || self.server_now()).await;
+            self.spent.fetch_add(u64::from(cost), Ordering::Relaxed);
             let mut req = self.http.request(method.clone(), &url);
             if with_key {
                 req = req.header("X-MBX-APIKEY", self.api_key.expose());
@@ -192,6 +250,14 @@ impl RestClient {
             let result = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
+                    if let Some(used) = resp
+                        .headers()
+                        .get("x-mbx-used-weight-1m")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                    {
+                        self.budget.observe(used, self.server_now());
+                    }
                     let retry_after = resp
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
@@ -211,16 +277,13 @@ impl RestClient {
                     retry_after_secs,
                     status,
                 }) => {
-                    tracing::warn!(
-                        status,
-                        retry_after_secs,
-                        path,
-                        "Binance rate limit; backing off"
-                    );
+                    self.budget
+                        .ban(*status, Duration::from_secs(*retry_after_secs));
                     if *retry_after_secs > MAX_RETRY_AFTER {
                         return result;
                     }
-                    Duration::from_secs(*retry_after_secs)
+                    // The budget holds every account back until Retry-After has passed.
+                    Duration::ZERO
                 }
                 Err(RestError::Http { status, .. }) if *status >= 500 => backoff,
                 Err(RestError::Transport(_)) => backoff,
@@ -228,6 +291,9 @@ impl RestClient {
             };
             if attempt >= ATTEMPTS {
                 return result;
+            }
+            if wait.is_zero() {
+                continue;
             }
             tracing::debug!(
                 path,
@@ -239,6 +305,16 @@ impl RestClient {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// The budget of `market` as `settings` configures it.
+pub fn budget_for(settings: &Settings, market: Market) -> Budget {
+    Budget::new(
+        market,
+        settings.binance.rest_weight_limit,
+        settings.binance.rest_weight_share_pct,
+        settings.binance.snapshot_concurrency,
+    )
 }
 
 /// reqwest errors print the URL, which holds the signed query: keep only the kind of failure.

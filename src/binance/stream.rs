@@ -1,31 +1,33 @@
-//! The stream task: one per daemon, owning the exchange connection.
+//! One account's stream session: the task that feeds one account's cache from the exchange.
 //!
-//! Spot: WebSocket API + `userDataStream.subscribe.signature`. USD-M: listenKey +
-//! `{ws_url}/private/ws?listenKey=<key>&events=<E1>/<E2>/…` with a keepalive (SPEC §1.2: the only
-//! form production delivers on; `events` is an allow list). The listenKey is a credential: it
-//! never reaches a log line or an error. Both markets: our own pings (one unanswered for
-//! `pong_timeout` is a dead, half-open connection), a silence bound, a rotation before Binance's
-//! 24-hour cut, reconnects with exponential backoff and jitter forever, and a resync after every
-//! (re)connect: events are buffered while the REST snapshot is taken, the snapshot is applied as
-//! differences, then the buffer. A periodic reconciliation repeats the snapshot while connected;
-//! every change it makes is counted as a correction, and two reconciliations in a row that
-//! correct orders or fills while the stream delivered nothing mean a deaf stream (reconnected
-//! with a fresh listenKey).
+//! It does not own a socket: its frames arrive from a connection task (`conn`) — Spot: a
+//! subscription on a WebSocket API connection shared with other accounts (`pool`); USD-M: its
+//! listenKey's own connection, `{ws_url}/private/ws?listenKey=<key>&events=<E1>/<E2>/…` (SPEC
+//! §1.2), kept alive by this session. The listenKey is a credential: it never reaches a log line
+//! or an error. After every (re)connect or move it resyncs: events are buffered while the REST
+//! snapshot is taken (inside the market's weight budget, one of its snapshot slots), the
+//! snapshot is applied as differences, then the buffer. A periodic reconciliation repeats the
+//! snapshot while connected, spread over the budget's interval; every change it makes is
+//! counted as a correction, and two reconciliations in a row that correct orders or fills while
+//! the stream delivered nothing mean a deaf stream (reconnected with a fresh listenKey).
+//! Reconnects back off exponentially with jitter, forever.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::connect::{OpenError, Session, open, subscribe};
+use super::conn::{self, Conn, Inbound};
+use super::connect::{OpenError, open_usdm};
 pub use super::connect::{StreamConfig, probe};
 use super::convert::{self, Frame};
+use super::pool::{SpotPool, Subscription};
 use super::rest::{RestClient, RestError};
 use super::snapshot::{self, Cursor, Fetched, TradeCursors};
 use crate::account::{CacheHandle, Counts, Kind, Market, Millis, Update};
@@ -68,16 +70,48 @@ enum End {
     /// The first snapshot of a connection was refused for the credentials (USD-M: opening
     /// the stream needs the API key only, so a wrong secret shows here first).
     Credentials(anyhow::Error),
-    /// Spot `serverShutdown`: a new session is already open.
-    Handover(Box<Session>),
+    /// The connection went away (`serverShutdown`, rotation): the next one is already open.
+    Handover(Box<Linked>),
 }
 
-/// The stream task.
+/// Where an account's frames come from.
+enum Link {
+    Spot(Subscription),
+    Usdm { _conn: Conn, key: String },
+}
+
+impl Link {
+    fn listen_key(&self) -> Option<&str> {
+        match self {
+            Link::Usdm { key, .. } => Some(key),
+            Link::Spot(_) => None,
+        }
+    }
+
+    /// The connection ended: nothing to tell the server when the link is dropped.
+    fn lost(&mut self) {
+        if let Link::Spot(sub) = self {
+            sub.gone = true;
+        }
+    }
+}
+
+/// An open link and the inbox its connection routes to.
+struct Linked {
+    link: Link,
+    inbox: mpsc::UnboundedReceiver<Inbound>,
+}
+
+/// One account's stream session.
 pub struct Stream {
+    account_id: Arc<str>,
     rest: Arc<RestClient>,
     cache: CacheHandle,
     cfg: StreamConfig,
     health: Arc<StreamHealth>,
+    /// Spot: the shared connections of the account's endpoint.
+    pool: Option<Arc<SpotPool>>,
+    m: SessionMetrics,
     cursors: TradeCursors,
     /// The exchange time up to which every trade and order is known to be recovered: the last
     /// snapshot whose recovery asked every question (at a restart, the last event an earlier run
@@ -97,19 +131,25 @@ const DEAF_STRIKES: u32 = 2;
 impl Stream {
     /// `cursors` and `recovered_through` come from Postgres after a restart (empty / `None` at
     /// a first start).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        account_id: &str,
         rest: Arc<RestClient>,
         cache: CacheHandle,
         cfg: StreamConfig,
         health: Arc<StreamHealth>,
+        pool: Option<Arc<SpotPool>>,
         cursors: TradeCursors,
         recovered_through: Option<Millis>,
     ) -> Self {
         Stream {
+            account_id: Arc::from(account_id),
+            m: SessionMetrics::new(account_id),
             rest,
             cache,
             cfg,
             health,
+            pool,
             cursors,
             recovered_through,
             heard: 0,
@@ -126,11 +166,24 @@ impl Stream {
     /// retrying forever at start).
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         if let Err(e) = self.rest.sync_time().await {
-            tracing::warn!(error = %e, "could not measure the server-time offset");
+            tracing::warn!(account_id = %self.account_id, error = %e, "could not measure the server-time offset");
         }
+        let reconciling = self.cfg.reconcile_every.is_some();
+        if reconciling {
+            self.rest.budget().join();
+        }
+        let result = self.run_links(&cancel).await;
+        if reconciling {
+            self.rest.budget().leave();
+        }
+        tracing::info!(event = "stream_stopped", account_id = %self.account_id, "stream stopped");
+        result
+    }
+
+    async fn run_links(&mut self, cancel: &CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(250);
         let mut ever_subscribed = false;
-        let mut next: Option<Box<Session>> = None;
+        let mut next: Option<Box<Linked>> = None;
         let mut last_key: Option<String> = None;
         let mut fatal: Option<anyhow::Error> = None;
         loop {
@@ -138,21 +191,20 @@ impl Stream {
                 break;
             }
             let opened = match next.take() {
-                Some(s) => Ok(*s),
+                Some(l) => Ok(*l),
                 None => tokio::select! {
                     _ = cancel.cancelled() => break,
-                    s = open(&self.rest, &self.cfg) => s,
+                    l = self.open() => l,
                 },
             };
-            let session = match opened {
-                Ok(s) => s,
+            let linked = match opened {
+                Ok(l) => l,
                 Err(OpenError::Rest(RestError::Credentials(e))) if !ever_subscribed => {
                     return Err(anyhow::anyhow!(RestError::Credentials(e)));
                 }
                 Err(e) => {
-                    tracing::warn!(event = "stream_connect_failed", error = %e, retry_in_ms = backoff.as_millis() as u64, "stream: connect failed");
-                    metrics::counter!("acctstate_reconnects_total").increment(1);
-                    self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(event = "stream_connect_failed", account_id = %self.account_id, error = %e, retry_in_ms = backoff.as_millis() as u64, "stream: connect failed");
+                    self.count_reconnect();
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(jitter(backoff)) => {}
@@ -162,12 +214,12 @@ impl Stream {
                 }
             };
             ever_subscribed = true;
-            last_key = session.listen_key.clone().or(last_key);
+            last_key = linked.link.listen_key().map(str::to_owned).or(last_key);
             let started = Instant::now();
-            let end = self.drive(session, &cancel).await;
+            let end = self.drive(linked, cancel).await;
             self.health.connected.store(false, Ordering::Relaxed);
             self.health.subscribed.store(false, Ordering::Relaxed);
-            metrics::gauge!("acctstate_stream_connected").set(0.0);
+            self.m.connected.set(0.0);
             let deaf = matches!(end, End::Deaf(_));
             let end = match end {
                 End::Credentials(e) if !self.health.snapshot_loaded.load(Ordering::Relaxed) => {
@@ -179,12 +231,13 @@ impl Stream {
             };
             match end {
                 End::Cancelled | End::Credentials(_) => break,
-                End::Handover(s) => {
+                End::Handover(l) => {
                     tracing::info!(
                         event = "stream_handover",
-                        "stream: server shutting down; switched to a new connection"
+                        account_id = %self.account_id,
+                        "stream: the connection is going away; switched to a new one"
                     );
-                    next = Some(s);
+                    next = Some(l);
                 }
                 End::Reconnect(reason) | End::Deaf(reason) => {
                     // POST would hand back the same key while it lives: a fresh one needs the
@@ -196,24 +249,14 @@ impl Stream {
                             .key_call(Method::DELETE, "/fapi/v1/listenKey", &[])
                             .await
                     {
-                        tracing::warn!(error = %e, "stream: could not delete the deaf listenKey");
+                        tracing::warn!(account_id = %self.account_id, error = %e, "stream: could not delete the deaf listenKey");
                     }
                     if started.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_millis(250);
                     }
-                    tracing::warn!(event = "stream_disconnected", reason = %reason, retry_in_ms = backoff.as_millis() as u64, "stream: disconnected, reconnecting");
-                    let _ = self
-                        .cache
-                        .apply(
-                            now_ms(),
-                            Update::Status {
-                                event: "disconnected".into(),
-                                detail: Some(reason),
-                            },
-                        )
-                        .await;
-                    metrics::counter!("acctstate_reconnects_total").increment(1);
-                    self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(event = "stream_disconnected", account_id = %self.account_id, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "stream: disconnected, reconnecting");
+                    self.status("disconnected", Some(reason)).await;
+                    self.count_reconnect();
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(jitter(backoff)) => {}
@@ -228,15 +271,75 @@ impl Stream {
                 .key_call(Method::DELETE, "/fapi/v1/listenKey", &[])
                 .await
             {
-                Ok(_) => tracing::info!(event = "listen_key_deleted", "stream: listenKey deleted"),
-                Err(e) => tracing::warn!(error = %e, "stream: could not delete the listenKey"),
+                Ok(_) => tracing::info!(event = "listen_key_deleted", account_id = %self.account_id, "stream: listenKey deleted"),
+                Err(e) => tracing::warn!(account_id = %self.account_id, error = %e, "stream: could not delete the listenKey"),
             }
         }
-        tracing::info!(event = "stream_stopped", "stream stopped");
         match fatal {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Opens the account's link: Spot, a subscription on a shared connection; USD-M, a
+    /// listenKey on its own connection.
+    async fn open(&self) -> Result<Linked, OpenError> {
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let link = match (self.market(), &self.pool) {
+            (Market::Spot, Some(pool)) => {
+                let sub = pool.subscribe(&self.rest, tx).await?;
+                tracing::info!(
+                    event = "stream_connected",
+                    account_id = %self.account_id,
+                    conn = sub.conn.id,
+                    subscription = sub.id,
+                    "stream: connected and subscribed (spot WebSocket API)"
+                );
+                Link::Spot(sub)
+            }
+            (Market::Spot, None) => {
+                return Err(OpenError::Other("no spot connection pool".into()));
+            }
+            (Market::Usdm, _) => {
+                let (ws, key) = open_usdm(&self.rest, &self.cfg).await?;
+                let conn = conn::spawn_single(ws, self.cfg.clone(), tx, CancellationToken::new());
+                Link::Usdm { _conn: conn, key }
+            }
+        };
+        Ok(Linked { link, inbox })
+    }
+
+    fn count_reconnect(&self) {
+        self.m.reconnects.increment(1);
+        self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes a status change of this account's stream.
+    async fn status(&self, event: &str, detail: Option<String>) {
+        let _ = self
+            .cache
+            .apply(
+                now_ms(),
+                Update::Status {
+                    event: event.into(),
+                    detail,
+                },
+            )
+            .await;
+    }
+
+    /// When the next periodic reconciliation is due: the budget's interval (stretched when
+    /// the accounts' snapshots would not fit it), the first one at a random phase so accounts
+    /// spread over the interval.
+    fn next_reconcile(&self, first: bool) -> Option<Instant> {
+        let configured = self.cfg.reconcile_every?;
+        let every = self.rest.budget().reconcile_interval(configured);
+        let wait = if first {
+            every.mul_f64(rand::random_range(0.5..1.0))
+        } else {
+            every
+        };
+        Some(Instant::now() + wait)
     }
 
     /// The snapshot runs beside the read loop; it is aborted if the connection ends first. Its
@@ -249,8 +352,15 @@ impl Stream {
             .recovered_through
             .map(|t| t - snapshot::RECOVERY_OVERLAP_MS);
         AbortOnDropHandle::new(tokio::spawn(async move {
+            // Queued behind the market's other snapshots: the account stays unready (its events
+            // buffered) until its turn has come and the snapshot is applied.
+            let budget = rest.budget().clone();
+            let _slot = budget.snapshot_slot().await;
+            let spent = rest.weight_spent();
             let view = cache.view().await?;
-            snapshot::fetch(&rest, &view, &cursors, since).await
+            let fetched = snapshot::fetch(&rest, &view, &cursors, since).await;
+            budget.record_snapshot_weight((rest.weight_spent() - spent) as u32);
+            fetched
         }))
     }
 
@@ -276,6 +386,7 @@ impl Stream {
             .await?;
         tracing::info!(
             event = "snapshot_applied",
+            account_id = %self.account_id,
             balances = counts.0,
             positions = counts.1,
             orders = counts.2,
@@ -288,7 +399,7 @@ impl Stream {
 
     /// After a reconciliation (counted here): is the stream deaf? (See `DEAF_STRIKES`.)
     fn judge_hearing(&mut self, corrections: Counts) -> bool {
-        metrics::counter!("acctstate_reconciliations_total").increment(1);
+        self.m.reconciliations.increment(1);
         let owned = corrections.of(Kind::Order) + corrections.of(Kind::Fill);
         if owned > 0 && self.heard == 0 {
             self.deaf_strikes += 1;
@@ -301,9 +412,10 @@ impl Stream {
         }
         self.deaf_strikes = 0;
         self.health.deaf.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("acctstate_stream_deaf_total").increment(1);
+        self.m.deaf.increment(1);
         tracing::error!(
             event = "stream_deaf",
+            account_id = %self.account_id,
             reconciliations = DEAF_STRIKES,
             order_corrections = corrections.of(Kind::Order),
             fill_corrections = corrections.of(Kind::Fill),
@@ -340,108 +452,84 @@ impl Stream {
         }
     }
 
-    /// Reads one connection until it ends.
-    async fn drive(&mut self, mut s: Session, cancel: &CancellationToken) -> End {
+    /// Reads one link until it ends.
+    async fn drive(&mut self, linked: Linked, cancel: &CancellationToken) -> End {
+        let Linked {
+            mut link,
+            mut inbox,
+        } = linked;
         self.health.connected.store(true, Ordering::Relaxed);
         self.health.subscribed.store(true, Ordering::Relaxed);
-        metrics::gauge!("acctstate_stream_connected").set(1.0);
-        let _ = self
-            .cache
-            .apply(
-                now_ms(),
-                Update::Status {
-                    event: "connected".into(),
-                    detail: None,
-                },
-            )
-            .await;
+        self.m.connected.set(1.0);
+        self.status("connected", None).await;
 
         let mut buffer: Option<Vec<(Millis, Update)>> = Some(Vec::new());
         let mut snapshot_task = Some(self.spawn_snapshot());
         let mut initial = true;
         self.heard = 0;
         self.deaf_strikes = 0;
-        let mut last_frame = Instant::now();
-        // When the ping in flight is due to be answered (any frame answers it).
-        let mut pong_due: Option<Instant> = None;
-        let rotate_at = Instant::now() + self.cfg.rotate_after;
-        let mut ping = tokio::time::interval(self.cfg.ping_every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ping.reset();
         let mut keepalive = tokio::time::interval(self.cfg.keepalive_every);
         keepalive.reset();
-        let reconcile_period = self
-            .cfg
-            .reconcile_every
-            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
-        let mut reconcile = tokio::time::interval(reconcile_period);
-        reconcile.reset();
+        let mut reconcile_at = self.next_reconcile(true);
 
         loop {
-            let reconcile_due = snapshot_task.is_none() && self.cfg.reconcile_every.is_some();
+            let due = (reconcile_at, snapshot_task.is_none());
+            let reconcile_due = async move {
+                match due {
+                    (Some(t), true) => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let snapshot_done = async {
                 match snapshot_task.as_mut() {
                     Some(t) => t.await,
                     None => std::future::pending().await,
                 }
             };
-            let unanswered = async {
-                match pong_due {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = s.ws.close(None).await;
-                    return End::Cancelled;
-                }
-                msg = s.ws.next() => {
-                    last_frame = Instant::now();
-                    pong_due = None;
+                _ = cancel.cancelled() => return End::Cancelled,
+                msg = inbox.recv() => {
+                    let text = match msg {
+                        Some(Inbound::Frame(t)) => t,
+                        Some(Inbound::Moved(why)) => {
+                            return match self.open().await {
+                                Ok(next) => End::Handover(Box::new(next)),
+                                Err(e) => End::Reconnect(format!("{why}; a new connection failed: {e}")),
+                            };
+                        }
+                        Some(Inbound::Down(reason)) => {
+                            link.lost();
+                            return End::Reconnect(reason);
+                        }
+                        None => {
+                            link.lost();
+                            return End::Reconnect("the connection task ended".into());
+                        }
+                    };
                     self.health.last_frame_ms.store(now_ms(), Ordering::Relaxed);
-                    let updates = match msg {
-                        Some(Ok(Message::Text(t))) => match self.on_text(t.as_str()) {
-                            Ok(u) => u,
-                            Err(end) => match end {
-                                Ctl::ServerShutdown => {
-                                    match open(&self.rest, &self.cfg).await {
-                                        Ok(new) => { let _ = s.ws.close(None).await; return End::Handover(Box::new(new)); }
-                                        Err(e) => return End::Reconnect(format!("server shutdown; new connection failed: {e}")),
-                                    }
+                    let updates = match self.on_text(text.as_str()) {
+                        Ok(u) => u,
+                        Err(Ctl::Resubscribe) => {
+                            tracing::warn!(event = "stream_resubscribing", account_id = %self.account_id, "stream: subscription terminated (eventStreamTerminated); resubscribing");
+                            link.lost();
+                            match self.open().await {
+                                Ok(next) => {
+                                    link = next.link;
+                                    inbox = next.inbox;
                                 }
-                                Ctl::Resubscribe => {
-                                    tracing::warn!(event = "stream_resubscribing", "stream: subscription terminated (eventStreamTerminated); resubscribing");
-                                    if let Err(e) = subscribe(&self.rest, &mut s.ws).await {
-                                        return End::Reconnect(format!("resubscription failed: {e}"));
-                                    }
-                                    let _ = self.cache.apply(now_ms(), Update::Status { event: "resubscribed".into(), detail: Some("eventStreamTerminated".into()) }).await;
-                                    // What the subscription missed comes from a fresh resync.
-                                    if let Some(task) = snapshot_task.take() {
-                                        task.abort();
-                                    }
-                                    buffer = Some(buffer.take().unwrap_or_default());
-                                    snapshot_task = Some(self.spawn_snapshot());
-                                    initial = true;
-                                    Vec::new()
-                                }
-                                Ctl::Reconnect(r) => return End::Reconnect(r),
-                            },
-                        },
-                        Some(Ok(Message::Binary(b))) => {
-                            metrics::counter!("acctstate_parse_errors_total").increment(1);
-                            tracing::warn!(bytes = b.len(), "stream: unexpected binary frame skipped");
+                                Err(e) => return End::Reconnect(format!("resubscription failed: {e}")),
+                            }
+                            self.status("resubscribed", Some("eventStreamTerminated".into())).await;
+                            // What the subscription missed comes from a fresh resync.
+                            if let Some(task) = snapshot_task.take() {
+                                task.abort();
+                            }
+                            buffer = Some(buffer.take().unwrap_or_default());
+                            snapshot_task = Some(self.spawn_snapshot());
+                            initial = true;
                             Vec::new()
                         }
-                        Some(Ok(Message::Close(_))) => return End::Reconnect("closed by the server".into()),
-                        Some(Ok(_)) => Vec::new(),
-                        Some(Err(e)) => {
-                            if matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
-                                metrics::counter!("acctstate_oversized_frames_total").increment(1);
-                            }
-                            return End::Reconnect(format!("read error: {e}"));
-                        }
-                        None => return End::Reconnect("stream ended".into()),
+                        Err(Ctl::Reconnect(r)) => return End::Reconnect(r),
                     };
                     for (et, u) in updates {
                         match buffer.as_mut() {
@@ -462,7 +550,11 @@ impl Stream {
                             }
                             return End::Reconnect(format!("snapshot failed: {e:#}"));
                         }
-                        Ok(Err(e)) => { tracing::warn!(error = %format!("{e:#}"), "reconciliation snapshot failed"); continue; }
+                        Ok(Err(e)) => {
+                            tracing::warn!(account_id = %self.account_id, error = %format!("{e:#}"), "reconciliation snapshot failed");
+                            reconcile_at = self.next_reconcile(false);
+                            continue;
+                        }
                         Err(e) => return End::Reconnect(format!("snapshot task failed: {e}")),
                     };
                     let counts = match self.apply_snapshot(snap).await {
@@ -471,13 +563,12 @@ impl Stream {
                     };
                     let n = counts.total();
                     if !initial && n > 0 {
-                        metrics::counter!("acctstate_resync_corrections_total").increment(n as u64);
-                        tracing::warn!(event = "resync_corrections", corrections = n, "reconciliation corrected the cache");
+                        self.m.corrections.increment(n as u64);
+                        tracing::warn!(event = "resync_corrections", account_id = %self.account_id, corrections = n, "reconciliation corrected the cache");
                     }
                     if initial {
                         self.heard = 0;
                     } else if self.judge_hearing(counts) {
-                        let _ = s.ws.close(None).await;
                         return End::Deaf("deaf: reconciliations correct what the stream never delivered".into());
                     }
                     if let Some(buffered) = buffer.take() {
@@ -487,35 +578,21 @@ impl Stream {
                                 return End::Cancelled;
                             }
                         }
-                        let _ = self.cache.apply(now_ms(), Update::Status { event: "resynced".into(), detail: Some(format!("{n} corrections, {count} buffered events")) }).await;
+                        self.status("resynced", Some(format!("{n} corrections, {count} buffered events"))).await;
                         self.health.snapshot_loaded.store(true, Ordering::Relaxed);
                     }
                     initial = false;
+                    reconcile_at = self.next_reconcile(false);
                 }
-                _ = ping.tick() => {
-                    if last_frame.elapsed() > self.cfg.idle_timeout {
-                        return End::Reconnect(format!("silent for {} s", self.cfg.idle_timeout.as_secs()));
-                    }
-                    if s.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        return End::Reconnect("ping failed".into());
-                    }
-                    pong_due.get_or_insert(Instant::now() + self.cfg.pong_timeout);
-                }
-                _ = unanswered => {
-                    return End::Reconnect(format!("no answer to a ping within {} s (half-open connection)", self.cfg.pong_timeout.as_secs()));
-                }
-                _ = keepalive.tick(), if s.listen_key.is_some() => {
+                _ = keepalive.tick(), if link.listen_key().is_some() => {
                     match self.rest.key_call(Method::PUT, "/fapi/v1/listenKey", &[]).await {
-                        Ok(_) => tracing::debug!("listenKey kept alive"),
+                        Ok(_) => tracing::debug!(account_id = %self.account_id, "listenKey kept alive"),
                         Err(e) if e.code() == Some(-1125) => return End::Reconnect("listenKey no longer exists (-1125)".into()),
-                        Err(e) => tracing::warn!(error = %e, "listenKey keepalive failed"),
+                        Err(e) => tracing::warn!(account_id = %self.account_id, error = %e, "listenKey keepalive failed"),
                     }
                 }
-                _ = reconcile.tick(), if reconcile_due => {
+                _ = reconcile_due => {
                     snapshot_task = Some(self.spawn_snapshot());
-                }
-                _ = tokio::time::sleep_until(rotate_at) => {
-                    return End::Reconnect("rotating the connection before the 24-hour cut".into());
                 }
             }
         }
@@ -530,9 +607,9 @@ impl Stream {
         let frame = match parsed {
             Ok(f) => f,
             Err(e) => {
-                metrics::counter!("acctstate_parse_errors_total").increment(1);
+                self.m.parse_errors.increment(1);
                 let excerpt: String = text.chars().take(200).collect();
-                tracing::warn!(event = "frame_malformed", error = %e, excerpt = %excerpt, "stream: malformed frame skipped");
+                tracing::warn!(event = "frame_malformed", account_id = %self.account_id, error = %e, excerpt = %excerpt, "stream: malformed frame skipped");
                 return Ok(Vec::new());
             }
         };
@@ -551,7 +628,7 @@ impl Stream {
                 update,
                 event_type,
             } => {
-                count_event(event_type, event_time);
+                self.m.event(event_type, event_time);
                 Ok(vec![(event_time, update)])
             }
             Frame::Updates {
@@ -559,44 +636,89 @@ impl Stream {
                 updates,
                 event_type,
             } => {
-                count_event(event_type, event_time);
+                self.m.event(event_type, event_time);
                 Ok(updates.into_iter().map(|u| (event_time, u)).collect())
             }
             Frame::Info { event_type } => {
-                metrics::counter!("acctstate_events_total", "type" => event_type).increment(1);
+                self.m.counter(event_type).increment(1);
                 Ok(Vec::new())
             }
             Frame::StreamTerminated => Err(Ctl::Resubscribe),
             Frame::ListenKeyExpired => Err(Ctl::Reconnect("listenKey expired".into())),
-            Frame::ServerShutdown => Err(Ctl::ServerShutdown),
+            // The connection task handles it; a session of one never sees it.
+            Frame::ServerShutdown => Ok(Vec::new()),
             Frame::Response { status, error, .. } => {
                 if let Some(e) = error {
-                    tracing::warn!(status, error = %e, "stream: request refused");
+                    tracing::warn!(account_id = %self.account_id, status, error = %e, "stream: request refused");
                 }
                 Ok(Vec::new())
             }
             Frame::Unknown { event_type } => {
-                metrics::counter!("acctstate_unknown_events_total").increment(1);
+                self.m.unknown.increment(1);
                 // Binance adds event types over time: counted, logged at debug, never fatal.
-                tracing::debug!(event_type = %event_type, "stream: unknown event type skipped");
+                tracing::debug!(account_id = %self.account_id, event_type = %event_type, "stream: unknown event type skipped");
                 Ok(Vec::new())
             }
         }
     }
 }
 
-/// A control event that ends the connection.
+/// A control event that ends the subscription or the connection.
 enum Ctl {
-    ServerShutdown,
-    /// Spot `eventStreamTerminated`: subscribe again on the same connection, then resync.
+    /// Spot `eventStreamTerminated`: subscribe again, then resync.
     Resubscribe,
     Reconnect(String),
 }
 
-fn count_event(event_type: &'static str, event_time: Millis) {
-    metrics::counter!("acctstate_events_total", "type" => event_type).increment(1);
-    let lag = (now_ms() - event_time).max(0) as f64 / 1000.0;
-    metrics::histogram!("acctstate_event_lag_seconds").record(lag);
+/// A session's metric handles, registered once with the account's label (the counters at 0,
+/// so `rate()` sees their first increment).
+struct SessionMetrics {
+    account: String,
+    events: HashMap<&'static str, metrics::Counter>,
+    reconnects: metrics::Counter,
+    parse_errors: metrics::Counter,
+    unknown: metrics::Counter,
+    corrections: metrics::Counter,
+    reconciliations: metrics::Counter,
+    deaf: metrics::Counter,
+    connected: metrics::Gauge,
+    lag: metrics::Histogram,
+}
+
+impl SessionMetrics {
+    fn new(account: &str) -> Self {
+        let c = |name: &'static str| {
+            let c = metrics::counter!(name, "account" => account.to_owned());
+            c.increment(0);
+            c
+        };
+        SessionMetrics {
+            account: account.to_owned(),
+            events: HashMap::new(),
+            reconnects: c("acctstate_reconnects_total"),
+            parse_errors: c("acctstate_parse_errors_total"),
+            unknown: c("acctstate_unknown_events_total"),
+            corrections: c("acctstate_resync_corrections_total"),
+            reconciliations: c("acctstate_reconciliations_total"),
+            deaf: c("acctstate_stream_deaf_total"),
+            connected: metrics::gauge!("acctstate_stream_connected", "account" => account.to_owned()),
+            // Process-wide: a histogram per account would be 16 series per account.
+            lag: metrics::histogram!("acctstate_event_lag_seconds"),
+        }
+    }
+
+    fn counter(&mut self, event_type: &'static str) -> &metrics::Counter {
+        let account = &self.account;
+        self.events.entry(event_type).or_insert_with(|| {
+            metrics::counter!("acctstate_events_total", "account" => account.clone(), "type" => event_type)
+        })
+    }
+
+    fn event(&mut self, event_type: &'static str, event_time: Millis) {
+        self.counter(event_type).increment(1);
+        let lag = (now_ms() - event_time).max(0) as f64 / 1000.0;
+        self.lag.record(lag);
+    }
 }
 
 fn now_ms() -> Millis {

@@ -312,6 +312,24 @@ pub(crate) struct WsApiResponse {
     pub(crate) rate_limits: Option<serde_json::Value>,
 }
 
+/// `GET /api/v3/exchangeInfo`, `GET /fapi/v1/exchangeInfo`: only the limits are read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExchangeLimits {
+    #[serde(rename = "rateLimits", default)]
+    pub(crate) rate_limits: Vec<RateLimit>,
+}
+
+/// `{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}`
+#[derive(Debug, Deserialize)]
+pub(crate) struct RateLimit {
+    #[serde(rename = "rateLimitType")]
+    pub(crate) kind: String,
+    pub(crate) interval: String,
+    #[serde(rename = "intervalNum")]
+    pub(crate) interval_num: u32,
+    pub(crate) limit: u32,
+}
+
 // ---------------------------------------------------------------------------------------------
 // USD-M user-data events (§2.2; COIN-M shares the shapes, §2.3)
 // ---------------------------------------------------------------------------------------------

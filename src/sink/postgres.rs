@@ -1,13 +1,15 @@
-//! The Postgres write-behind: a task fed by the cache actor's change channel.
+//! The Postgres write-behind: one task per process, fed by every account's cache actor.
 //!
-//! It drains whatever is queued into one transaction: every change appended to
-//! `account_changes`, fills inserted once, current state upserted only when newer
+//! It drains whatever is queued — changes of many accounts — into one transaction: every change
+//! appended to `account_changes`, fills inserted once, current state upserted only when newer
 //! (`WHERE t.seq < excluded.seq`), so retries and replays change nothing. When Postgres is down
 //! it keeps draining its channel and retries with backoff: pending current state coalesces per
-//! key (memory bounded by the number of keys), history (journal and fills) is kept up to
-//! `history_limit` changes, counted and logged loudly if that bound is ever reached.
+//! account and key (memory bounded by the number of keys), history (journal and fills) is kept
+//! up to `history_limit` changes per account (one busy account cannot crowd out another's),
+//! counted and logged loudly if that bound is ever reached.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Postgres, Transaction};
 use tokio::sync::mpsc;
 
-use crate::account::{Change, ChangeBatch, Entity, Kind};
+use crate::account::{AccountBatch, Change, ChangeBatch, Entity, Kind};
 use crate::config::PostgresSettings;
 
 /// The embedded migrations.
@@ -46,12 +48,14 @@ pub fn lazy_pool(settings: &PostgresSettings) -> anyhow::Result<PgPool> {
 /// Changes waiting to be written.
 #[derive(Default)]
 struct Pending {
-    /// Latest change per (kind, key) for the current-state tables: its batch (shared with
-    /// `history` and the other sink, not cloned) and its index there.
-    state: HashMap<(Kind, String), (ChangeBatch, usize)>,
-    /// Every change (journal), fills among them, in seq order.
-    history: Vec<ChangeBatch>,
+    /// Latest change per (account, kind, key) for the current-state tables: its batch (shared
+    /// with `history` and the other sink, not cloned) and its index there.
+    state: HashMap<(Arc<str>, Kind, String), (ChangeBatch, usize)>,
+    /// Every change (journal), fills among them, in seq order per account.
+    history: Vec<AccountBatch>,
     history_len: usize,
+    /// History changes pending per account (bounded by `history_limit` each).
+    per_account: HashMap<Arc<str>, usize>,
     oldest: Option<Instant>,
 }
 
@@ -60,32 +64,36 @@ impl Pending {
         self.state.is_empty() && self.history.is_empty()
     }
 
-    fn add(&mut self, batch: ChangeBatch, history_limit: usize, dropped: &mut u64) {
+    fn add(&mut self, batch: AccountBatch, history_limit: usize, dropped: &mut u64) {
         self.oldest.get_or_insert_with(Instant::now);
-        for (i, c) in batch.iter().enumerate() {
+        for (i, c) in batch.changes.iter().enumerate() {
             if matches!(c.kind(), Kind::Balance | Kind::Position | Kind::Order) {
-                let key = (c.kind(), c.key());
+                let key = (batch.account.clone(), c.kind(), c.key());
                 match self.state.get(&key) {
                     Some((b, j)) if b[*j].seq > c.seq => {}
                     _ => {
-                        self.state.insert(key, (batch.clone(), i));
+                        self.state.insert(key, (batch.changes.clone(), i));
                     }
                 }
             }
         }
-        if self.history_len + batch.len() > history_limit {
-            *dropped += batch.len() as u64;
-            metrics::counter!("acctstate_pg_history_dropped_total").increment(batch.len() as u64);
+        let n = batch.changes.len();
+        let held = self.per_account.entry(batch.account.clone()).or_default();
+        if *held + n > history_limit {
+            *dropped += n as u64;
+            metrics::counter!("acctstate_pg_history_dropped_total", "account" => batch.account.to_string()).increment(n as u64);
             tracing::error!(
                 event = "postgres_history_full",
-                pending = self.history_len,
+                account_id = %batch.account,
+                pending = *held,
                 limit = history_limit,
                 dropped_total = *dropped,
-                "Postgres history buffer is full: journal rows and fills are being DROPPED (current state is still kept)"
+                "Postgres history buffer of this account is full: journal rows and fills are being DROPPED (current state is still kept)"
             );
             return;
         }
-        self.history_len += batch.len();
+        *held += n;
+        self.history_len += n;
         self.history.push(batch);
     }
 
@@ -97,9 +105,8 @@ impl Pending {
 /// Runs until the channel closes and everything pending is written.
 pub async fn run(
     pool: PgPool,
-    account_id: String,
     history_limit: usize,
-    mut rx: mpsc::UnboundedReceiver<ChangeBatch>,
+    mut rx: mpsc::UnboundedReceiver<AccountBatch>,
 ) {
     let mut pending = Pending::default();
     let mut dropped = 0u64;
@@ -130,7 +137,7 @@ pub async fn run(
                 MIGRATOR.run(&pool).await.context("apply migrations")?;
                 migrated = true;
             }
-            write(&pool, &account_id, &pending).await
+            write(&pool, &pending).await
         };
         match attempt.await {
             Ok(()) => {
@@ -189,12 +196,24 @@ fn ts(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-async fn write(pool: &PgPool, account_id: &str, p: &Pending) -> anyhow::Result<()> {
+/// A change with the account it belongs to.
+type Row<'a> = (&'a str, &'a Change);
+
+async fn write(pool: &PgPool, p: &Pending) -> anyhow::Result<()> {
     let mut tx = pool.begin().await.context("begin transaction")?;
-    let history = p.history.iter().flat_map(|b| b.iter());
-    write_journal(&mut tx, account_id, history.clone()).await?;
-    write_fills(&mut tx, account_id, history).await?;
-    write_state(&mut tx, account_id, p.state.values().map(|(b, i)| &b[*i])).await?;
+    let mut history: Vec<Row<'_>> = Vec::with_capacity(p.history_len);
+    for b in &p.history {
+        for c in b.changes.iter() {
+            history.push((&b.account, c));
+        }
+    }
+    let mut state: Vec<Row<'_>> = Vec::with_capacity(p.state.len());
+    for ((a, _, _), (b, i)) in &p.state {
+        state.push((a, &b[*i]));
+    }
+    write_journal(&mut tx, &history).await?;
+    write_fills(&mut tx, &history).await?;
+    write_state(&mut tx, &state).await?;
     tx.commit().await.context("commit")?;
     Ok(())
 }
@@ -202,20 +221,20 @@ async fn write(pool: &PgPool, account_id: &str, p: &Pending) -> anyhow::Result<(
 /// Rows per statement, so one huge backlog does not become one huge statement.
 const CHUNK: usize = 5000;
 
-async fn write_journal<'a>(
+async fn write_journal(
     tx: &mut Transaction<'static, Postgres>,
-    account_id: &str,
-    changes: impl Iterator<Item = &'a Change>,
+    all: &[Row<'_>],
 ) -> anyhow::Result<()> {
-    let all: Vec<&Change> = changes.collect();
     for chunk in all.chunks(CHUNK) {
+        let mut account = Vec::with_capacity(chunk.len());
         let mut seq = Vec::with_capacity(chunk.len());
         let mut kind = Vec::with_capacity(chunk.len());
         let mut key = Vec::with_capacity(chunk.len());
         let mut data = Vec::with_capacity(chunk.len());
         let mut source = Vec::with_capacity(chunk.len());
         let mut event_time = Vec::with_capacity(chunk.len());
-        for c in chunk {
+        for (a, c) in chunk {
+            account.push(*a);
             seq.push(c.seq);
             kind.push(c.kind().as_str());
             key.push(c.key());
@@ -226,12 +245,13 @@ async fn write_journal<'a>(
         }
         sqlx::query(
             "INSERT INTO account_changes (account_id, seq, kind, key, data, source, event_time)
-             SELECT $1, u.seq, u.kind, u.key, u.data::jsonb, u.source, u.event_time
-             FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-                 AS u(seq, kind, key, data, source, event_time)
+             SELECT u.account_id, u.seq, u.kind, u.key, u.data::jsonb, u.source, u.event_time
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[])
+                 AS u(account_id, seq, kind, key, data, source, event_time)
              ON CONFLICT (account_id, seq) DO NOTHING",
         )
-        .bind(account_id)
+        .bind(&account)
         .bind(&seq)
         .bind(&kind)
         .bind(&key)
@@ -245,31 +265,31 @@ async fn write_journal<'a>(
     Ok(())
 }
 
-async fn write_fills<'a>(
+async fn write_fills(
     tx: &mut Transaction<'static, Postgres>,
-    account_id: &str,
-    changes: impl Iterator<Item = &'a Change>,
+    changes: &[Row<'_>],
 ) -> anyhow::Result<()> {
-    let fills: Vec<(i64, &crate::account::Fill)> = changes
-        .filter_map(|c| match &c.entity {
-            Entity::Fill(f) => Some((c.seq, f)),
+    let fills: Vec<(&str, i64, &crate::account::Fill)> = changes
+        .iter()
+        .filter_map(|&(a, c)| match &c.entity {
+            Entity::Fill(f) => Some((a, c.seq, f)),
             _ => None,
         })
         .collect();
     for chunk in fills.chunks(CHUNK) {
         let mut cols = FillColumns::default();
-        for (seq, f) in chunk {
-            cols.push(*seq, f);
+        for (a, seq, f) in chunk {
+            cols.push(a, *seq, f);
         }
         sqlx::query(
             "INSERT INTO fills (account_id, symbol, trade_id, order_id, side, price, qty, quote_qty,
                                 commission, commission_asset, is_maker, realized_pnl, traded_at, seq)
-             SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::numeric[],
-                 $7::numeric[], $8::numeric[], $9::numeric[], $10::text[], $11::bool[], $12::numeric[],
-                 $13::timestamptz[], $14::bigint[])
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                 $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[], $10::text[], $11::bool[],
+                 $12::numeric[], $13::timestamptz[], $14::bigint[])
              ON CONFLICT (account_id, symbol, trade_id) DO NOTHING",
         )
-        .bind(account_id)
+        .bind(&cols.account)
         .bind(&cols.symbol)
         .bind(&cols.trade_id)
         .bind(&cols.order_id)
@@ -292,6 +312,7 @@ async fn write_fills<'a>(
 
 #[derive(Default)]
 struct FillColumns {
+    account: Vec<String>,
     symbol: Vec<String>,
     trade_id: Vec<i64>,
     order_id: Vec<i64>,
@@ -308,7 +329,8 @@ struct FillColumns {
 }
 
 impl FillColumns {
-    fn push(&mut self, seq: i64, f: &crate::account::Fill) {
+    fn push(&mut self, account: &str, seq: i64, f: &crate::account::Fill) {
+        self.account.push(account.to_owned());
         self.symbol.push(f.symbol.clone());
         self.trade_id.push(f.trade_id);
         self.order_id.push(f.order_id);
@@ -325,19 +347,18 @@ impl FillColumns {
     }
 }
 
-async fn write_state<'a>(
+async fn write_state(
     tx: &mut Transaction<'static, Postgres>,
-    account_id: &str,
-    changes: impl Iterator<Item = &'a Change>,
+    changes: &[Row<'_>],
 ) -> anyhow::Result<()> {
     let mut balances = Vec::new();
     let mut positions = Vec::new();
     let mut orders = Vec::new();
-    for c in changes {
+    for &(a, c) in changes {
         match &c.entity {
-            Entity::Balance(b) => balances.push((c.seq, b)),
-            Entity::Position(p) => positions.push((c.seq, p)),
-            Entity::Order(o) => orders.push((c.seq, o)),
+            Entity::Balance(b) => balances.push((a, c.seq, b)),
+            Entity::Position(p) => positions.push((a, c.seq, p)),
+            Entity::Order(o) => orders.push((a, c.seq, o)),
             Entity::Fill(_) | Entity::Status(_) => {}
         }
     }
@@ -345,7 +366,7 @@ async fn write_state<'a>(
         sqlx::query(
             "INSERT INTO balances AS t (account_id, asset, free, locked, total, wallet_balance,
                                         cross_wallet_balance, seq, updated_at)
-             SELECT $1, * FROM UNNEST($2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
                  $6::numeric[], $7::numeric[], $8::bigint[], $9::timestamptz[])
              ON CONFLICT (account_id, asset) DO UPDATE SET
                  free = excluded.free, locked = excluded.locked, total = excluded.total,
@@ -354,33 +375,33 @@ async fn write_state<'a>(
                  seq = excluded.seq, updated_at = excluded.updated_at
              WHERE t.seq < excluded.seq",
         )
-        .bind(account_id)
+        .bind(chunk.iter().map(|(a, _, _)| *a).collect::<Vec<_>>())
         .bind(
             chunk
                 .iter()
-                .map(|(_, b)| b.asset.clone())
+                .map(|(_, _, b)| b.asset.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(chunk.iter().map(|(_, b)| b.free).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, b)| b.locked).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, b)| b.total).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, b)| b.free).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, b)| b.locked).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, b)| b.total).collect::<Vec<_>>())
         .bind(
             chunk
                 .iter()
-                .map(|(_, b)| b.wallet_balance)
+                .map(|(_, _, b)| b.wallet_balance)
                 .collect::<Vec<_>>(),
         )
         .bind(
             chunk
                 .iter()
-                .map(|(_, b)| b.cross_wallet_balance)
+                .map(|(_, _, b)| b.cross_wallet_balance)
                 .collect::<Vec<_>>(),
         )
-        .bind(chunk.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, s, _)| *s).collect::<Vec<_>>())
         .bind(
             chunk
                 .iter()
-                .map(|(_, b)| ts(b.updated_at))
+                .map(|(_, _, b)| ts(b.updated_at))
                 .collect::<Vec<_>>(),
         )
         .execute(&mut **tx)
@@ -391,7 +412,7 @@ async fn write_state<'a>(
         sqlx::query(
             "INSERT INTO positions AS t (account_id, symbol, position_side, amount, entry_price,
                  breakeven_price, unrealized_pnl, realized_pnl, margin_type, isolated_wallet, seq, updated_at)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[],
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[],
                  $7::numeric[], $8::numeric[], $9::text[], $10::numeric[], $11::bigint[], $12::timestamptz[])
              ON CONFLICT (account_id, symbol, position_side) DO UPDATE SET
                  amount = excluded.amount, entry_price = excluded.entry_price,
@@ -401,18 +422,18 @@ async fn write_state<'a>(
                  updated_at = excluded.updated_at
              WHERE t.seq < excluded.seq",
         )
-        .bind(account_id)
-        .bind(chunk.iter().map(|(_, p)| p.symbol.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.position_side.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.amount).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.entry_price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.breakeven_price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.unrealized_pnl).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.realized_pnl).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.margin_type.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| p.isolated_wallet).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(s, _)| *s).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, p)| ts(p.updated_at)).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(a, _, _)| *a).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.symbol.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.position_side.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.amount).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.entry_price).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.breakeven_price).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.unrealized_pnl).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.realized_pnl).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.margin_type.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| p.isolated_wallet).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, s, _)| *s).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, p)| ts(p.updated_at)).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await
         .context("upsert positions")?;
@@ -422,7 +443,7 @@ async fn write_state<'a>(
             "INSERT INTO orders AS t (account_id, symbol, order_id, client_order_id, side, order_type,
                  time_in_force, status, price, stop_price, orig_qty, executed_qty, cum_quote_qty,
                  created_at, updated_at, seq)
-             SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[],
                  $13::numeric[], $14::timestamptz[], $15::timestamptz[], $16::bigint[])
              ON CONFLICT (account_id, symbol, order_id) DO UPDATE SET
@@ -434,22 +455,22 @@ async fn write_state<'a>(
                  updated_at = excluded.updated_at, seq = excluded.seq
              WHERE t.seq < excluded.seq",
         )
-        .bind(account_id)
-        .bind(chunk.iter().map(|(_, o)| o.symbol.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.order_id).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.client_order_id.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.side.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.order_type.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.time_in_force.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.status.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.stop_price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.orig_qty).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.executed_qty).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| o.cum_quote_qty).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| ts(o.created_at)).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, o)| ts(o.updated_at)).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(a, _, _)| *a).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.symbol.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.order_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.client_order_id.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.side.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.order_type.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.time_in_force.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.status.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.price).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.stop_price).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.orig_qty).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.executed_qty).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| o.cum_quote_qty).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| ts(o.created_at)).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, _, o)| ts(o.updated_at)).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, s, _)| *s).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await
         .context("upsert orders")?;

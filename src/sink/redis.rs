@@ -1,5 +1,8 @@
 //! The Redis publisher: state keys, PUBLISH and the change stream in one MULTI/EXEC per batch
-//! (contract §4).
+//! (contract §4). One publisher task per account, all on one shared client (`SharedRedis`):
+//! fred pipelines the accounts' scripts on its connection, and each account keeps its own
+//! bookkeeping (what it wrote last, whether it must resync), so one account's refusal or resync
+//! never touches another's keys.
 //!
 //! With `P` = `{prefix}:{account_id}`: hashes `P:balances`, `P:positions`, `P:open_orders`, the
 //! string `P:seq`, one channel per kind, and the stream `P:changes` (entry `{seq}-0`, field `m` =
@@ -19,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,7 +32,7 @@ use fred::types::Key;
 use tokio::sync::mpsc;
 
 use crate::account::state::AccountView;
-use crate::account::{CacheHandle, Change, ChangeBatch, Entity, Kind};
+use crate::account::{AccountBatch, CacheHandle, Change, ChangeBatch, Entity, Kind};
 
 /// Most changes in one MULTI/EXEC.
 const MAX_BATCH: usize = 2000;
@@ -116,6 +119,43 @@ pub fn client(url: &str) -> anyhow::Result<Client> {
         .build()
         .context("building the Redis client")?;
     Ok(client)
+}
+
+/// The process's Redis client, shared by every account's publisher, and a count of its
+/// reconnections (each publisher resyncs its account after one).
+#[derive(Clone)]
+pub struct SharedRedis {
+    pub client: Client,
+    reconnects: Arc<AtomicU64>,
+}
+
+impl SharedRedis {
+    /// Builds the client and starts connecting (in the background: Redis may be down).
+    pub fn start(url: &str) -> anyhow::Result<SharedRedis> {
+        let client = client(url)?;
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let count = reconnects.clone();
+        // fred reports the first connection as a reconnect too; the first resync is already due.
+        let first = Arc::new(AtomicBool::new(true));
+        let _listener = client.on_reconnect(move |server| {
+            let count = count.clone();
+            let first = first.clone();
+            async move {
+                if !first.swap(false, Ordering::SeqCst) {
+                    tracing::info!(event = "redis_reconnected", server = %server, "redis reconnected");
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        });
+        let _connection = client.connect();
+        Ok(SharedRedis { client, reconnects })
+    }
+
+    /// Closes the connection (after every publisher has finished).
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
 }
 
 /// The JSON a hash holds for an entity (the same as a message's `data`).
@@ -325,11 +365,11 @@ async fn resync(
 
 /// Redis lost (or someone else changed) what this publisher wrote: `P:seq` no longer holds the
 /// seq it wrote last.
-fn diverged(keys: &Keys, found: Option<i64>, written: Option<i64>) -> bool {
+fn diverged(keys: &Keys, m: &PublisherMetrics, found: Option<i64>, written: Option<i64>) -> bool {
     if found == written {
         return false;
     }
-    metrics::counter!("acctstate_redis_state_lost_total").increment(1);
+    m.state_lost.increment(1);
     tracing::warn!(
         event = "redis_state_lost",
         account_id = %keys.account_id,
@@ -344,33 +384,18 @@ fn diverged(keys: &Keys, found: Option<i64>, written: Option<i64>) -> bool {
 /// `after_first_snapshot`: the first rewrite of the state keys waits for the stream's first
 /// snapshot (see `FIRST_SNAPSHOT_WAIT`); until then Redis keeps what it held.
 pub async fn run(
-    client: Client,
+    redis: SharedRedis,
     keys: Keys,
     stream_maxlen: u64,
     after_first_snapshot: bool,
     cache: CacheHandle,
-    mut rx: mpsc::UnboundedReceiver<ChangeBatch>,
+    mut rx: mpsc::UnboundedReceiver<AccountBatch>,
 ) {
+    let client = redis.client.clone();
     let started = Instant::now();
     let mut awaiting_snapshot = after_first_snapshot;
-    let reconnected = Arc::new(AtomicBool::new(false));
-    {
-        let flag = reconnected.clone();
-        // fred reports the first connection as a reconnect too; the first resync is already due.
-        let first = Arc::new(AtomicBool::new(true));
-        let _reconnect_listener = client.on_reconnect(move |server| {
-            let flag = flag.clone();
-            let first = first.clone();
-            async move {
-                if !first.swap(false, Ordering::SeqCst) {
-                    tracing::info!(event = "redis_reconnected", server = %server, "redis reconnected");
-                    flag.store(true, Ordering::SeqCst);
-                }
-                Ok(())
-            }
-        });
-    }
-    let _connection = client.connect();
+    let mut reconnects_seen = redis.reconnects.load(Ordering::SeqCst);
+    let m = PublisherMetrics::new(&keys.account_id);
     let mut needs_resync = true;
     let mut covered_seq = i64::MIN;
     // The seq this publisher last left in `P:seq`, and when it last knew Redis held it.
@@ -384,15 +409,17 @@ pub async fn run(
     while open {
         tokio::select! {
             b = rx.recv() => match b {
-                Some(b) => batches.push(b),
+                Some(b) => batches.push(b.changes),
                 None => open = false,
             },
             _ = tick.tick() => {}
         }
         while let Ok(b) = rx.try_recv() {
-            batches.push(b);
+            batches.push(b.changes);
         }
-        if reconnected.swap(false, Ordering::SeqCst) {
+        let reconnects = redis.reconnects.load(Ordering::SeqCst);
+        if reconnects != reconnects_seen {
+            reconnects_seen = reconnects;
             needs_resync = true;
         }
         if awaiting_snapshot {
@@ -419,20 +446,21 @@ pub async fn run(
                             confirmed = Instant::now();
                             tracing::info!(
                                 event = "redis_up",
+                                account_id = %keys.account_id,
                                 seq = view.seq,
                                 balances = view.balances.len(),
                                 positions = view.positions.len(),
                                 open_orders = view.open_orders.len(),
                                 "redis up: state keys rewritten from the cache (resync)"
                             );
-                            metrics::counter!("acctstate_redis_resyncs_total").increment(1);
+                            m.resyncs.increment(1);
                             needs_resync = false;
                             covered_seq = view.seq;
                             set_up(&mut up, true);
                         }
                         Err(e) => {
                             set_up(&mut up, false);
-                            tracing::debug!(error = %format!("{e:#}"), "redis resync failed");
+                            tracing::debug!(account_id = %keys.account_id, error = %format!("{e:#}"), "redis resync failed");
                         }
                     },
                     // The actor is gone (shutdown): publish what is left without a resync.
@@ -446,7 +474,7 @@ pub async fn run(
                 match client.get::<Option<String>, _>(keys.seq.clone()).await {
                     Ok(v) => {
                         let found = v.and_then(|s| s.parse::<i64>().ok());
-                        needs_resync = diverged(&keys, found, written);
+                        needs_resync = diverged(&keys, &m, found, written);
                     }
                     Err(e) => tracing::debug!(error = %e, "redis probe failed"),
                 }
@@ -461,7 +489,7 @@ pub async fn run(
             .collect();
         if needs_resync {
             // Redis is down: pub/sub is at-most-once, the resync will restore the state keys.
-            metrics::counter!("acctstate_redis_dropped_total").increment(changes.len() as u64);
+            m.dropped.increment(changes.len() as u64);
             continue;
         }
         for chunk in changes.chunks(MAX_BATCH) {
@@ -470,8 +498,7 @@ pub async fn run(
                 Ok(Published::Written) => {
                     metrics::histogram!("acctstate_redis_publish_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    metrics::counter!("acctstate_redis_published_total")
-                        .increment(chunk.len() as u64);
+                    m.published.increment(chunk.len() as u64);
                     set_up(&mut up, true);
                     written = chunk.last().map(|c| c.seq);
                     confirmed = Instant::now();
@@ -479,16 +506,15 @@ pub async fn run(
                 Ok(Published::Refused(held)) => {
                     // Nothing was written: rewrite it all from the cache (the view then covers
                     // this batch and the ones still queued).
-                    diverged(&keys, held, written);
+                    diverged(&keys, &m, held, written);
                     needs_resync = true;
                     break;
                 }
                 Err(e) => {
-                    metrics::counter!("acctstate_redis_errors_total").increment(1);
-                    metrics::counter!("acctstate_redis_dropped_total")
-                        .increment(chunk.len() as u64);
+                    m.errors.increment(1);
+                    m.dropped.increment(chunk.len() as u64);
                     if up || !needs_resync {
-                        tracing::error!(event = "redis_down", error = %format!("{e:#}"), "redis down: publish failed; will resync when it is back");
+                        tracing::error!(event = "redis_down", account_id = %keys.account_id, error = %format!("{e:#}"), "redis down: publish failed; will resync when it is back");
                     }
                     set_up(&mut up, false);
                     needs_resync = true;
@@ -497,8 +523,33 @@ pub async fn run(
             }
         }
     }
-    let _ = client.quit().await;
-    tracing::info!(event = "redis_stopped", "redis publisher stopped");
+    tracing::info!(event = "redis_stopped", account_id = %keys.account_id, "redis publisher stopped");
+}
+
+/// One publisher's counters, with its account's label.
+struct PublisherMetrics {
+    published: metrics::Counter,
+    dropped: metrics::Counter,
+    errors: metrics::Counter,
+    resyncs: metrics::Counter,
+    state_lost: metrics::Counter,
+}
+
+impl PublisherMetrics {
+    fn new(account: &str) -> Self {
+        let c = |name: &'static str| {
+            let c = metrics::counter!(name, "account" => account.to_owned());
+            c.increment(0);
+            c
+        };
+        PublisherMetrics {
+            published: c("acctstate_redis_published_total"),
+            dropped: c("acctstate_redis_dropped_total"),
+            errors: c("acctstate_redis_errors_total"),
+            resyncs: c("acctstate_redis_resyncs_total"),
+            state_lost: c("acctstate_redis_state_lost_total"),
+        }
+    }
 }
 
 fn set_up(up: &mut bool, now: bool) {

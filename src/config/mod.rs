@@ -12,8 +12,11 @@ use serde::Deserialize;
 use crate::account::Market;
 use crate::binance::sign::{KeyType, Signer};
 
+mod accounts;
+pub use accounts::AccountSpec;
+
 /// The defaults, built into the binary so it runs from any directory.
-pub const DEFAULTS: &str = include_str!("../config/default.toml");
+pub const DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// A string that must never be printed.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -58,6 +61,8 @@ impl ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub account_id: String,
+    /// A TOML file of `[[accounts]]` (CONTRACT §7); empty: the one account of `binance.*`.
+    pub accounts_file: String,
     pub binance: BinanceSettings,
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
@@ -91,6 +96,16 @@ pub struct BinanceSettings {
     /// A ping our side sent that is not answered (by any frame) within this bound marks the
     /// connection dead.
     pub pong_timeout_secs: u64,
+    /// Spot: user-data subscriptions carried by one WebSocket API connection (Binance: ≤ 1,000).
+    pub max_subscriptions_per_connection: usize,
+    /// REQUEST_WEIGHT per minute this process may use per market (= per IP); 0: Binance's
+    /// published limit (`rateLimits` of exchangeInfo, else 6,000 Spot / 2,400 USD-M).
+    pub rest_weight_limit: u32,
+    /// Share of the weight limit the process plans to use (headroom for other programs on the
+    /// same IP and for the estimate being short), in percent.
+    pub rest_weight_share_pct: u32,
+    /// Snapshots (resyncs) of one market in flight at once; the others queue.
+    pub snapshot_concurrency: usize,
 }
 
 /// A list of names: a TOML array, or one string separated by `/` or `,` (environment variables).
@@ -226,31 +241,19 @@ impl Settings {
         self.binance.env == "testnet"
     }
 
-    /// `binance.rest_url`, else the environment's default (SPEC §5: the USD-M testnet's REST
-    /// host is `demo-fapi.binance.com` per Binance's USD-M general-info page of 2026; the JS
-    /// connector still names `testnet.binancefuture.com`, an older alias).
+    /// `binance.rest_url`, else the environment's default (`default_rest_url`).
     pub fn rest_url(&self) -> String {
-        match (
-            self.binance.rest_url.as_str(),
-            self.market(),
-            self.testnet(),
-        ) {
-            ("", Market::Spot, false) => "https://api.binance.com".into(),
-            ("", Market::Usdm, false) => "https://fapi.binance.com".into(),
-            ("", Market::Spot, true) => "https://testnet.binance.vision".into(),
-            ("", Market::Usdm, true) => "https://demo-fapi.binance.com".into(),
-            (u, _, _) => u.trim_end_matches('/').into(),
+        match self.binance.rest_url.as_str() {
+            "" => default_rest_url(self.market(), self.testnet()).into(),
+            u => u.trim_end_matches('/').into(),
         }
     }
 
     /// `binance.ws_url`, else the environment's default.
     pub fn ws_url(&self) -> String {
-        match (self.binance.ws_url.as_str(), self.market(), self.testnet()) {
-            ("", Market::Spot, false) => "wss://ws-api.binance.com:443/ws-api/v3".into(),
-            ("", Market::Usdm, false) => "wss://fstream.binance.com".into(),
-            ("", Market::Spot, true) => "wss://ws-api.testnet.binance.vision/ws-api/v3".into(),
-            ("", Market::Usdm, true) => "wss://fstream.binancefuture.com".into(),
-            (u, _, _) => u.trim_end_matches('/').into(),
+        match self.binance.ws_url.as_str() {
+            "" => default_ws_url(self.market(), self.testnet()).into(),
+            u => u.trim_end_matches('/').into(),
         }
     }
 
@@ -261,8 +264,12 @@ impl Settings {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
-    /// The credentials `run` needs; named when missing.
+    /// The credentials `run` needs; named when missing. (With `accounts_file`, every entry's
+    /// credentials are checked by `accounts()`.)
     pub fn require_credentials(&self) -> Result<(), ConfigError> {
+        if !self.accounts_file.is_empty() {
+            return self.accounts().map(|_| ());
+        }
         let missing: Vec<&str> = [
             ("binance.api_key (BINANCE_API_KEY)", &self.binance.api_key),
             (
@@ -286,12 +293,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let id = &self.account_id;
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !valid_account_id(id) {
             return Err(ConfigError::new(
                 "account_id",
                 format!("must match [a-zA-Z0-9_-]{{1,64}}, got `{id}`"),
@@ -345,6 +347,24 @@ impl Settings {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
+        }
+        if !(1..=1000).contains(&self.binance.max_subscriptions_per_connection) {
+            return Err(ConfigError::new(
+                "binance.max_subscriptions_per_connection",
+                "must be between 1 and 1000 (Binance's limit per connection)",
+            ));
+        }
+        if !(1..=100).contains(&self.binance.rest_weight_share_pct) {
+            return Err(ConfigError::new(
+                "binance.rest_weight_share_pct",
+                "must be between 1 and 100",
+            ));
+        }
+        if self.binance.snapshot_concurrency == 0 {
+            return Err(ConfigError::new(
+                "binance.snapshot_concurrency",
+                "must be at least 1",
+            ));
         }
         if self.binance.reconnect_max_backoff_ms < 250 {
             return Err(ConfigError::new(
@@ -434,6 +454,37 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+/// The account id rule of CONTRACT §2: `[a-zA-Z0-9_-]{1,64}`.
+pub fn valid_account_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A market's REST base URL in production or on the testnet (SPEC §5: the USD-M testnet's REST
+/// host is `demo-fapi.binance.com` per Binance's USD-M general-info page of 2026; the JS
+/// connector still names `testnet.binancefuture.com`, an older alias).
+pub fn default_rest_url(market: Market, testnet: bool) -> &'static str {
+    match (market, testnet) {
+        (Market::Spot, false) => "https://api.binance.com",
+        (Market::Usdm, false) => "https://fapi.binance.com",
+        (Market::Spot, true) => "https://testnet.binance.vision",
+        (Market::Usdm, true) => "https://demo-fapi.binance.com",
+    }
+}
+
+/// A market's user-data WebSocket URL in production or on the testnet.
+pub fn default_ws_url(market: Market, testnet: bool) -> &'static str {
+    match (market, testnet) {
+        (Market::Spot, false) => "wss://ws-api.binance.com:443/ws-api/v3",
+        (Market::Usdm, false) => "wss://fstream.binance.com",
+        (Market::Spot, true) => "wss://ws-api.testnet.binance.vision/ws-api/v3",
+        (Market::Usdm, true) => "wss://fstream.binancefuture.com",
     }
 }
 

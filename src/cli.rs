@@ -33,6 +33,9 @@ pub enum Command {
         /// Stop after this many events (default: run until Ctrl-C).
         #[arg(long)]
         events: Option<usize>,
+        /// Accounts the simulated exchange serves (the demo still follows account 0).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        accounts: usize,
     },
     /// Only the simulated exchange (REST + WebSocket), for testing other programs.
     Sim {
@@ -63,6 +66,17 @@ pub enum Command {
         /// REQUEST_WEIGHT budget per minute (default: Binance's, 6000 spot / 2400 usdm).
         #[arg(long, value_name = "N")]
         weight_limit: Option<u32>,
+        /// Accounts to serve: account 0 has the key above, accounts 1.. generated HMAC keys;
+        /// `--rate` is per account.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        accounts: usize,
+        /// Write the accounts as the daemon's fleet file (`accounts_file`) here instead of
+        /// printing one line per account.
+        #[arg(long, value_name = "PATH")]
+        accounts_file: Option<PathBuf>,
+        /// Spot: active user-data subscriptions one WS API connection may carry.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        max_subscriptions_per_connection: usize,
     },
     /// The connectivity audit: config, Postgres, migrations, Redis, Binance REST, key, stream.
     Check {
@@ -185,7 +199,16 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             market,
             rate,
             events,
+            accounts,
         } => {
+            // TODO(accounts): pass `accounts` into demo::run (SimConfig::with_accounts) once the
+            // daemon's fleet config lands; until then the demo serves and follows one account.
+            if accounts > 1 {
+                tracing::warn!(
+                    accounts,
+                    "demo: --accounts is not wired into the demo yet; serving one account"
+                );
+            }
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
             crate::demo::run(settings, market, rate, events, cancel).await?;
@@ -201,12 +224,16 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             api_key,
             api_secret,
             weight_limit,
+            accounts,
+            accounts_file,
+            max_subscriptions_per_connection,
         } => {
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
-            let mut cfg = crate::sim::SimConfig::new(market);
+            let mut cfg = crate::sim::SimConfig::new(market).with_accounts(accounts);
             cfg.listen = listen;
             cfg.seed = seed;
+            cfg.max_subscriptions_per_connection = max_subscriptions_per_connection;
             if let Some(n) = weight_limit {
                 cfg.weight_limit = n;
             }
@@ -238,7 +265,13 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                     }
                 }
             };
-            crate::sim::serve(cfg, rate, async move { cancel.cancelled().await }).await?;
+            crate::sim::serve(
+                cfg,
+                rate,
+                accounts_file,
+                async move { cancel.cancelled().await },
+            )
+            .await?;
             Ok(())
         }
         Command::Check { json } => {

@@ -5,12 +5,16 @@
 //! bad signature 400 -1022, unknown or unpermitted key 401 -2015, no key or a malformed one
 //! 401 -2014.
 //!
+//! The API key selects the account (`accounts`): a request is checked against that account's
+//! key only.
+//!
 //! Inference: on the WS API `apiKey` is an ordinary parameter, so a request without it gets
 //! -1102 (mandatory parameter); a malformed or unknown one gets -2014 / -2015 as on REST.
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
+use super::accounts::Keys;
 use super::keys::{self, Verifier};
 
 /// A Binance-style error: HTTP status + `{"code":..,"msg":..}`.
@@ -78,10 +82,11 @@ impl ApiError {
     }
 }
 
-/// An API key named by a request: ours, a plausible other one (-2015) or malformed (-2014).
-fn check_key_value(given: &str, api_key: &str) -> Result<(), ApiError> {
-    if given == api_key {
-        Ok(())
+/// An API key named by a request: one of our accounts' (its index), a plausible other one
+/// (-2015) or malformed (-2014).
+fn check_key_value(given: &str, accounts: &Keys) -> Result<usize, ApiError> {
+    if let Some(a) = accounts.find(given) {
+        Ok(a)
     } else if keys::plausible_api_key(given) {
         Err(ApiError::bad_key())
     } else {
@@ -89,10 +94,10 @@ fn check_key_value(given: &str, api_key: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The `X-MBX-APIKEY` header must name our key; without one: -2014.
-pub(crate) fn check_api_key(headers: &HeaderMap, api_key: &str) -> Result<(), ApiError> {
+/// The account the `X-MBX-APIKEY` header names; without one: -2014.
+pub(crate) fn check_api_key(headers: &HeaderMap, accounts: &Keys) -> Result<usize, ApiError> {
     match headers.get("X-MBX-APIKEY").map(|v| v.to_str()) {
-        Some(Ok(k)) => check_key_value(k, api_key),
+        Some(Ok(k)) => check_key_value(k, accounts),
         _ => Err(ApiError::key_format()),
     }
 }
@@ -194,18 +199,22 @@ pub(crate) fn param_str(params: &Map<String, Value>, key: &str) -> Option<String
     }
 }
 
-/// Verify `userDataStream.subscribe.signature` params; returns the error on failure.
+/// Verify `userDataStream.subscribe.signature` params with the key of the account `apiKey`
+/// names; returns that account.
 pub(crate) fn verify_ws_params(
     params: &Map<String, Value>,
-    api_key: &str,
-    verifier: &Verifier,
+    accounts: &Keys,
     server_time: i64,
-) -> Result<(), ApiError> {
-    match params.get("apiKey") {
+) -> Result<usize, ApiError> {
+    let account = match params.get("apiKey") {
         None | Some(Value::Null) => return Err(ApiError::mandatory("apiKey")),
-        Some(Value::String(k)) => check_key_value(k, api_key)?,
+        Some(Value::String(k)) => check_key_value(k, accounts)?,
         Some(_) => return Err(ApiError::key_format()),
-    }
+    };
+    let verifier = &accounts
+        .get(account)
+        .ok_or_else(ApiError::bad_key)?
+        .verifier;
     let sig = param_str(params, "signature").ok_or_else(|| ApiError::mandatory("signature"))?;
     check_timestamp(
         param_str(params, "timestamp").as_deref(),
@@ -215,5 +224,5 @@ pub(crate) fn verify_ws_params(
     if !verifier.verify(ws_payload(params).as_bytes(), &sig) {
         return Err(ApiError::bad_signature());
     }
-    Ok(())
+    Ok(account)
 }

@@ -2,13 +2,16 @@
 //! server speaking Binance's REST endpoints, signatures and user-data-stream payloads, driven
 //! by a deterministic random trading session, with fault injection for tests.
 //!
-//! This module owns the public API (`Sim`, `SimConfig`, `SimState`, `serve`). It deliberately
+//! This module owns the public API (`Sim`, `SimConfig`, `SimState`, `serve`; the per-account
+//! handle `SimAccount` and the fleet file live in `accounts`). It deliberately
 //! imports nothing from the rest of the crate, so that a misreading of Binance's wire format
 //! in the daemon cannot be hidden by sharing code with the sim.
 //!
-//! Surfaces and where they live: REST routes, WS API and delivery (`server`), the USD-M stream
-//! forms (`usdm_stream`), signatures and key types (`auth`, `keys`), request weight
-//! (`weights`), exchangeInfo and filters (`exchange_info`), order entry (`orders`), OCO lists
+//! Surfaces and where they live: REST routes and the connection tasks (`server`), the Spot WS
+//! API requests and subscriptions (`ws_api`), the connection registry and event delivery
+//! (`registry`), many accounts and their keys (`accounts`), the USD-M stream forms
+//! (`usdm_stream`), signatures and key types (`auth`, `keys`), request weight and the 429/418
+//! answers (`weights`), exchangeInfo and filters (`exchange_info`), order entry (`orders`), OCO lists
 //! (`oco`), USD-M conditional orders (`algo`), the account model and random session
 //! (`account`), payloads (`payloads`), faults (`faults`). Each module's docs name the
 //! production behaviour it relies on and its source (or "inference").
@@ -22,9 +25,12 @@
 //! - Server Ping frames are sent; a missing Pong does not disconnect the client.
 //! - Check order for SIGNED calls: API key (-2014 / -2015), timestamp/recvWindow (-1021),
 //!   signature (-1022).
-//! - One API key per sim, of one type (HMAC, Ed25519 or RSA: `keys`).
+//! - N accounts per sim (`SimConfig::accounts`, default 1): account 0 has the configured key,
+//!   of one type (HMAC, Ed25519 or RSA: `keys`); accounts 1.. have generated HMAC keys
+//!   (`sim_account_key`). Everything per IP (weight, bans, connections) is shared.
 
 mod account;
+mod accounts;
 mod algo;
 mod auth;
 mod exchange_info;
@@ -33,9 +39,12 @@ mod keys;
 mod oco;
 mod orders;
 mod payloads;
+mod registry;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_accounts;
 #[cfg(test)]
 mod tests_algo;
 #[cfg(test)]
@@ -46,6 +55,7 @@ mod tests_keys;
 mod tests_orders;
 mod usdm_stream;
 mod weights;
+mod ws_api;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -54,15 +64,13 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use account::Model;
-use server::Core;
+use registry::Core;
 
+pub use accounts::{SimAccount, fleet_toml, sim_account_key, sim_account_secret};
 pub use keys::SimKeyType;
 
 /// API key accepted by a sim started with [`SimConfig::new`].
@@ -102,7 +110,7 @@ impl std::fmt::Display for SimMarket {
 pub struct SimConfig {
     pub market: SimMarket,
     pub listen: SocketAddr,
-    /// The only API key the sim accepts (`X-MBX-APIKEY`, WS API `apiKey`).
+    /// Account 0's API key (`X-MBX-APIKEY`, WS API `apiKey`).
     pub api_key: String,
     /// The HMAC secret (used when `key_type` is `Hmac`).
     pub api_secret: String,
@@ -114,8 +122,14 @@ pub struct SimConfig {
     /// Interval of server Ping frames (Binance: 20 s spot WS API, 3 min USD-M).
     pub ping_interval: Duration,
     /// REQUEST_WEIGHT budget per minute, shared by REST and the WS API (Binance: 6000 Spot,
-    /// 2400 USD-M); past it: HTTP 429 -1003 with `Retry-After`.
+    /// 2400 USD-M); past it: HTTP 429 -1003 with `Retry-After`, then 418 (`weights`).
     pub weight_limit: u32,
+    /// How many accounts the sim serves (at least 1): account 0 with the key above, accounts
+    /// 1.. with [`sim_account_key`] / [`sim_account_secret`]; account `i` trades a session
+    /// seeded `seed + i`.
+    pub accounts: usize,
+    /// Spot: active user-data subscriptions one WS API connection may carry (Binance: 1,000).
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl SimConfig {
@@ -134,7 +148,15 @@ impl SimConfig {
                 SimMarket::Usdm => Duration::from_secs(180),
             },
             weight_limit: weights::default_limit(market),
+            accounts: 1,
+            max_subscriptions_per_connection: 1000,
         }
+    }
+
+    /// Serve `n` accounts (at least 1).
+    pub fn with_accounts(mut self, n: usize) -> Self {
+        self.accounts = n.max(1);
+        self
     }
 
     /// Accept `api_key` with HMAC-SHA256 signatures made with `api_secret`.
@@ -273,8 +295,8 @@ pub struct SimFill {
 /// Shared state of a running sim (server tasks hold this).
 pub(crate) struct Inner {
     pub(crate) cfg: SimConfig,
-    /// The configured key, parsed.
-    pub(crate) verifier: keys::Verifier,
+    /// Every account's key.
+    pub(crate) keys: accounts::Keys,
     pub(crate) addr: SocketAddr,
     pub(crate) core: Mutex<Core>,
     pub(crate) cancel: CancellationToken,
@@ -283,6 +305,7 @@ pub(crate) struct Inner {
     /// trading faster than 1,000 events/s), so the clock never reads below them: REST
     /// `serverTime` and `updateTime` stay consistent with what the stream said.
     pub(crate) clock_floor: Arc<AtomicI64>,
+    /// Deliveries of every account (and connection-level events).
     pub(crate) events_sent: AtomicU64,
     pub(crate) rest_calls: AtomicU64,
     pub(crate) keepalives: AtomicU64,
@@ -315,12 +338,21 @@ impl Inner {
             .charge(now, weight, limit)
     }
 
+    fn meter(&self) -> MutexGuard<'_, weights::WeightMeter> {
+        self.weights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn used_weight(&self) -> u32 {
         let now = self.server_time();
-        self.weights
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .used(now)
+        self.meter().used(now)
+    }
+
+    /// Count `n` deliveries of account `a`'s events.
+    pub(crate) fn count_sent(&self, a: usize, n: u64) {
+        self.events_sent.fetch_add(n, Ordering::Relaxed);
+        if let Some(k) = self.keys.get(a) {
+            k.events_sent.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -350,18 +382,17 @@ impl Sim {
     /// Bind the listener and spawn the server task.
     /// Fails if the configured public key is not a PEM SPKI key of its type.
     pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
-        let verifier =
-            keys::Verifier::new(cfg.key_type, &cfg.api_secret, cfg.public_key_pem.as_deref())?;
+        let keys = accounts::Keys::new(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let model = Model::new(cfg.market, cfg.seed, now_ms());
+        let accounts = accounts::new_accounts(&cfg, now_ms());
         let clock_floor = Arc::new(AtomicI64::new(0));
         let weight_limit = cfg.weight_limit;
         let inner = Arc::new(Inner {
-            core: Mutex::new(Core::new(model, cfg.seed, clock_floor.clone())),
+            core: Mutex::new(Core::new(cfg.market, accounts, clock_floor.clone())),
             clock_floor,
             cfg,
-            verifier,
+            keys,
             addr,
             cancel: CancellationToken::new(),
             clock_offset_ms: AtomicI64::new(0),
@@ -405,22 +436,14 @@ impl Sim {
     }
 
     /// Wait until a client is connected and subscribed (spot) / connected with a valid
-    /// listenKey (USD-M).
+    /// listenKey (USD-M) for account 0.
     pub async fn wait_for_subscriber(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.subscriber_count() > 0 {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("no subscriber within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.first().wait_for_subscriber(timeout).await
     }
 
+    /// Connections carrying account 0.
     pub fn subscriber_count(&self) -> usize {
-        self.inner().lock().subscriber_count()
+        self.first().subscriber_count()
     }
 
     /// How many WebSocket connections were ever accepted.
@@ -428,86 +451,33 @@ impl Sim {
         self.inner().lock().connections_opened()
     }
 
-    /// One random trading action; returns how many events it produced (whether or not anybody
-    /// was listening).
+    /// [`SimAccount::step`] of account 0.
     pub async fn step(&self) -> usize {
-        let inner = self.inner();
-        let now = inner.server_time();
-        let mut core = inner.lock();
-        let mut delivered = core.expire_if_due(now);
-        let mut events = core.model.step(now);
-        let n = events.len();
-        if core.unannounced_per_mille > 0
-            && core.key_rng.random_range(0..1000) < core.unannounced_per_mille
-        {
-            // The action happened (REST shows it); the stream never tells.
-            core.unannounced += 1;
-            events.clear();
-        }
-        let mut log = inner.send_log.lock().unwrap_or_else(|e| e.into_inner());
-        let times: Option<Vec<i64>> = log
-            .is_some()
-            .then(|| events.iter().filter_map(|e| e["E"].as_i64()).collect());
-        delivered += core.emit(events);
-        drop(core);
-        if let (Some(log), Some(times)) = (log.as_mut(), times) {
-            let sent = Instant::now();
-            log.extend(times.into_iter().map(|e| (e, sent)));
-        }
-        drop(log);
-        inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
-        n
+        self.first().step().await
     }
 
-    /// Step until at least `events` events were produced, paced to `per_sec` events/s if set.
+    /// [`SimAccount::run`] of account 0 (every account: [`Sim::run_all`]).
     pub async fn run(&self, events: usize, per_sec: Option<u32>) -> usize {
-        let start = tokio::time::Instant::now();
-        let mut produced = 0usize;
-        while produced < events {
-            if self.inner().cancel.is_cancelled() {
-                break;
-            }
-            produced += self.step().await;
-            match per_sec {
-                Some(rate) if rate > 0 => {
-                    let due = start + Duration::from_secs_f64(produced as f64 / f64::from(rate));
-                    tokio::time::sleep_until(due).await;
-                }
-                _ => tokio::task::yield_now().await,
-            }
-        }
-        produced
+        self.first().run(events, per_sec).await
     }
 
-    /// The current price (mark) of `symbol` on the sim's price path.
+    /// [`SimAccount::price`] of account 0.
     pub fn price(&self, symbol: &str) -> Option<Decimal> {
-        self.inner().lock().model.marks.get(symbol).copied()
+        self.first().price(symbol)
     }
 
-    /// Move `symbol`'s price (rounded to its tick): resting orders placed through the REST
-    /// API that it crosses fill at their price, and their events are sent. Returns how many
-    /// events that produced (`None`: unknown symbol).
+    /// [`SimAccount::set_price`] of account 0.
     pub fn set_price(&self, symbol: &str, price: Decimal) -> Option<usize> {
-        let inner = self.inner();
-        let now = inner.server_time();
-        let mut core = inner.lock();
-        let events = core.model.set_mark(symbol, price, now)?;
-        let n = events.len();
-        let delivered = core.emit(events);
-        inner.events_sent.fetch_add(delivered, Ordering::Relaxed);
-        Some(n)
+        self.first().set_price(symbol, price)
     }
 
-    /// A snapshot of the account model.
+    /// [`SimAccount::state`] of account 0.
     pub fn state(&self) -> SimState {
-        let inner = self.inner();
-        let now = inner.server_time();
-        let mut core = inner.lock();
-        core.model.refresh(now);
-        core.model.st.clone()
+        self.first().state()
     }
 
-    /// Events actually delivered to a subscriber (each delivery to each connection counts).
+    /// Events actually delivered to a subscriber (each delivery to each connection counts), of
+    /// every account together (with one account: account 0's, [`SimAccount::events_sent`]).
     pub fn events_sent(&self) -> u64 {
         self.inner().events_sent.load(Ordering::Relaxed)
     }
@@ -531,6 +501,17 @@ impl Sim {
     /// Change the per-minute REQUEST_WEIGHT budget of a running sim.
     pub fn set_weight_limit(&self, limit: u32) {
         self.inner().weight_limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// The highest `X-MBX-USED-WEIGHT-1M` any minute reached so far.
+    pub fn max_used_weight_seen(&self) -> u32 {
+        self.inner().meter().max_used
+    }
+
+    /// How many requests the weight meter refused (HTTP 429 / 418, WS API status 429 / 418);
+    /// faults injected with [`Sim::fail_rest`] are not counted.
+    pub fn rate_limited_count(&self) -> u64 {
+        self.inner().meter().rate_limited
     }
 
     /// How many `PUT /fapi/v1/listenKey` calls were received.
@@ -560,24 +541,26 @@ impl Sim {
         log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Put `n` extra open orders in the model without events (memory benchmarks).
+    /// [`SimAccount::seed_open_orders`] of account 0.
     pub fn seed_open_orders(&self, n: usize) {
-        let now = self.inner().server_time();
-        self.inner().lock().model.seed_open_orders(n, now);
+        self.first().seed_open_orders(n)
     }
 
-    /// Put `n` extra assets with balances in the model without events (memory benchmarks).
+    /// [`SimAccount::seed_assets`] of account 0.
     pub fn seed_assets(&self, n: usize) {
-        let now = self.inner().server_time();
-        self.inner().lock().model.seed_assets(n, now);
+        self.first().seed_assets(n)
     }
 }
 
 /// For the `acctstate sim` command: start, print the REST/WS URLs and the credentials it
-/// accepts to stdout, then trade at `per_sec` events/s until `shutdown` resolves.
+/// accepts to stdout, then trade at `per_sec` events/s per account until `shutdown` resolves.
+/// With several accounts: `accounts_file` set, the fleet file ([`fleet_toml`]) is written
+/// there; otherwise one line per account (`sim-NNNN <api_key> <api_secret>`) follows the
+/// banner.
 pub async fn serve(
     cfg: SimConfig,
     per_sec: u32,
+    accounts_file: Option<std::path::PathBuf>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let key = cfg.api_key.clone();
@@ -600,10 +583,25 @@ pub async fn serve(
             "signatures: RSA PKCS#1 v1.5 / SHA-256 over the payload, base64 (URL-encoded on REST)"
         ),
     }
+    let n = sim.account_count();
+    match &accounts_file {
+        Some(path) => {
+            std::fs::write(path, fleet_toml(&sim, "sim"))
+                .map_err(|e| anyhow::anyhow!("--accounts-file {}: {e}", path.display()))?;
+            println!("accounts:   {n}, written to {}", path.display());
+        }
+        None if n > 1 => {
+            println!("accounts:   {n} (id api_key api_secret)");
+            for a in (0..n).filter_map(|i| sim.account(i)) {
+                println!("sim-{:04} {} {}", a.index(), a.api_key(), a.api_secret());
+            }
+        }
+        None => {}
+    }
     let trader = sim.clone();
     let trading = async move {
         loop {
-            trader.run(usize::MAX, Some(per_sec.max(1))).await;
+            trader.run_all(usize::MAX, Some(per_sec.max(1))).await;
             if trader.inner().cancel.is_cancelled() {
                 break;
             }

@@ -1,11 +1,12 @@
-//! The axum server: Binance REST routes (spot `/api/v3/*`, USD-M `/fapi/*`), the spot
-//! WebSocket API (`/ws-api/v3`, `userDataStream.subscribe.signature`), the USD-M user-data
-//! stream (`/private/ws`, `/private/stream` and the deaf path forms; see `usdm_stream`), the
-//! connection registry and event delivery.
+//! The axum server: Binance REST routes (spot `/api/v3/*`, USD-M `/fapi/*`), each answered
+//! from the account its `X-MBX-APIKEY` names, the spot WebSocket API endpoint (`/ws-api/v3`;
+//! its requests: `ws_api`), the USD-M user-data stream (`/private/ws`, `/private/stream` and
+//! the deaf path forms; see `usdm_stream`), the per-account listenKeys, and the connection
+//! tasks (the registry and delivery: `registry`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,218 +17,19 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::{Map, Value, json};
+use rand::Rng;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::account::Model;
 use super::auth::{self, ApiError};
-use super::faults::FailRest;
 use super::payloads;
+use super::registry::{ListenKey, Out};
 use super::usdm_stream::UsdmConn;
-use super::{Inner, SimMarket, exchange_info, weights};
+use super::{Inner, SimMarket, exchange_info, weights, ws_api};
 
 /// A listenKey is valid for 60 minutes after creation / keepalive.
 pub(crate) const LISTEN_KEY_TTL_MS: i64 = 60 * 60 * 1000;
-
-/// What a connection task is told to do.
-#[derive(Debug)]
-pub(crate) enum Out {
-    Text(String),
-    Binary(Vec<u8>),
-    /// Drop the TCP connection without a close frame.
-    Abort,
-    /// Send a close frame after this delay, then end.
-    CloseAfter(Duration),
-    /// Half-open: stop reading and writing (no events, no pings, no pongs, no close) until
-    /// aborted or the server stops.
-    Stall,
-}
-
-pub(crate) struct Conn {
-    pub tx: mpsc::UnboundedSender<Out>,
-    /// Spot: the active user-data subscription id on this connection.
-    pub sub: Option<u64>,
-    /// Spot: next subscription id of this session.
-    pub next_sub: u64,
-    /// USD-M: the listenKeys and event types this connection listens to.
-    pub usdm: UsdmConn,
-}
-
-pub(crate) struct ListenKey {
-    pub key: String,
-    pub expires_at: i64,
-}
-
-/// Everything mutable, behind one mutex (never held across `.await`).
-pub(crate) struct Core {
-    pub model: Model,
-    pub conns: BTreeMap<u64, Conn>,
-    next_conn: u64,
-    pub listen_key: Option<ListenKey>,
-    pub key_rng: StdRng,
-    pub duplicate: bool,
-    pub reorder: bool,
-    pub pending: Option<Value>,
-    pub fail: Option<FailRest>,
-    /// Per mille of trading actions whose events are never delivered (their effect reaches REST
-    /// only: Binance does not promise that a live stream carries every event).
-    pub unannounced_per_mille: u32,
-    /// How many actions went unannounced.
-    pub unannounced: u64,
-    /// WebSocket upgrades are refused (HTTP 503) while set.
-    pub refuse_ws: bool,
-    /// The latest event time emitted, shared with `Inner::server_time` (see there).
-    pub clock_floor: Arc<AtomicI64>,
-}
-
-impl Core {
-    pub fn new(model: Model, seed: u64, clock_floor: Arc<AtomicI64>) -> Core {
-        Core {
-            clock_floor,
-            model,
-            conns: BTreeMap::new(),
-            next_conn: 1,
-            listen_key: None,
-            key_rng: StdRng::seed_from_u64(seed ^ 0x5eed_1157_e4ce_7a11),
-            duplicate: false,
-            reorder: false,
-            pending: None,
-            fail: None,
-            unannounced_per_mille: 0,
-            unannounced: 0,
-            refuse_ws: false,
-        }
-    }
-
-    pub fn is_subscriber(&self, c: &Conn) -> bool {
-        match self.model.market {
-            SimMarket::Spot => c.sub.is_some(),
-            SimMarket::Usdm => self
-                .listen_key
-                .as_ref()
-                .is_some_and(|k| c.usdm.subs.iter().any(|s| s.key == k.key)),
-        }
-    }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.conns
-            .values()
-            .filter(|c| self.is_subscriber(c))
-            .count()
-    }
-
-    /// Deliver one (unwrapped) event to every subscriber; returns deliveries.
-    pub fn deliver(&self, ev: &Value) -> u64 {
-        let key = self.listen_key.as_ref().map(|k| k.key.clone());
-        self.deliver_for(ev, key.as_deref())
-    }
-
-    /// Deliver one event; USD-M: to the connections listening to `key` for its event type.
-    fn deliver_for(&self, ev: &Value, key: Option<&str>) -> u64 {
-        let mut n = 0;
-        let raw = ev.to_string();
-        let event_type = ev.get("e").and_then(Value::as_str).unwrap_or("");
-        for c in self.conns.values() {
-            let text = match (self.model.market, c.sub, key) {
-                // Binance's own wrapper layout, around the already serialized event (no clone
-                // and second serialization of the event per connection).
-                (SimMarket::Spot, Some(id), _) => {
-                    format!(r#"{{"subscriptionId":{id},"event":{raw}}}"#)
-                }
-                (SimMarket::Usdm, _, Some(key)) => match c.usdm.frame(key, event_type, &raw) {
-                    Some(t) => t,
-                    None => continue,
-                },
-                _ => continue,
-            };
-            if c.tx.send(Out::Text(text)).is_ok() {
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn deliver_faulty(&self, ev: &Value) -> u64 {
-        let times = if self.duplicate { 2 } else { 1 };
-        (0..times).map(|_| self.deliver(ev)).sum()
-    }
-
-    /// Deliver trading events, applying the duplicate / reorder faults.
-    pub fn emit(&mut self, events: Vec<Value>) -> u64 {
-        self.clock_floor
-            .fetch_max(self.model.last_event(), Ordering::Relaxed);
-        let mut n = 0;
-        for ev in events {
-            if self.reorder {
-                match self.pending.take() {
-                    None => self.pending = Some(ev),
-                    Some(prev) => {
-                        n += self.deliver_faulty(&ev);
-                        n += self.deliver_faulty(&prev);
-                    }
-                }
-            } else {
-                n += self.deliver_faulty(&ev);
-            }
-        }
-        n
-    }
-
-    pub fn connections_opened(&self) -> u64 {
-        self.next_conn - 1
-    }
-
-    fn register(&mut self, tx: mpsc::UnboundedSender<Out>, usdm: UsdmConn) -> u64 {
-        let id = self.next_conn;
-        self.next_conn += 1;
-        self.conns.insert(
-            id,
-            Conn {
-                tx,
-                sub: None,
-                next_sub: 0,
-                usdm,
-            },
-        );
-        id
-    }
-
-    /// USD-M: push `listenKeyExpired` to the sockets that asked for it and forget the key;
-    /// the sockets stay open and deliver nothing more (as production); returns the deliveries.
-    pub fn expire_listen_key(&mut self, now: i64) -> u64 {
-        let Some(lk) = self.listen_key.take() else {
-            return 0;
-        };
-        let e = self.model.event_time(now);
-        self.deliver_for(
-            &payloads::usdm_listen_key_expired(e, &lk.key),
-            Some(&lk.key),
-        )
-    }
-
-    /// Expire the listenKey if its 60 minutes have run out without a keepalive.
-    pub fn expire_if_due(&mut self, now: i64) -> u64 {
-        if self
-            .listen_key
-            .as_ref()
-            .is_some_and(|k| k.expires_at <= now)
-        {
-            self.expire_listen_key(now)
-        } else {
-            0
-        }
-    }
-
-    /// The active listenKey if it has not expired.
-    pub fn valid_key(&self, now: i64) -> Option<&str> {
-        self.listen_key
-            .as_ref()
-            .filter(|k| k.expires_at > now)
-            .map(|k| k.key.as_str())
-    }
-}
 
 pub(crate) fn spawn(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     let mut router = Router::new();
@@ -403,8 +205,8 @@ fn handle(
         return exchange_info(inner, &parse_params(query, body));
     }
     if market == SimMarket::Usdm && path == "/fapi/v1/listenKey" {
-        auth::check_api_key(headers, &inner.cfg.api_key)?;
-        return listen_key(inner, method, &parse_params(query, body));
+        let account = auth::check_api_key(headers, &inner.keys)?;
+        return listen_key(inner, account, method, &parse_params(query, body));
     }
     let signed = matches!(
         (market, path),
@@ -453,31 +255,37 @@ fn handle(
             "Method not allowed.",
         ));
     }
-    auth::check_api_key(headers, &inner.cfg.api_key)?;
+    let account = auth::check_api_key(headers, &inner.keys)?;
+    let verifier = &inner
+        .keys
+        .get(account)
+        .ok_or_else(ApiError::bad_key)?
+        .verifier;
     let params = parse_params(query, body);
     auth::check_timestamp(
         params.get("timestamp").map(String::as_str),
         params.get("recvWindow").map(String::as_str),
         inner.server_time(),
     )?;
-    auth::verify_rest_signature(&inner.verifier, query, body)?;
+    auth::verify_rest_signature(verifier, query, body)?;
     let now = inner.server_time();
     let mut core = inner.lock();
     if trade {
+        let model = &mut core.accounts[account].model;
         let placed = match (method.as_str(), path) {
-            ("POST", "/api/v3/orderList/oco") => core.model.api_oco_place(&params, now)?,
-            ("POST", "/fapi/v1/algoOrder") => core.model.api_algo_place(&params, now)?,
-            ("DELETE", "/fapi/v1/algoOrder") => core.model.api_algo_cancel(&params, now)?,
-            ("POST", _) => core.model.api_place(&params, now)?,
-            (_, "/api/v3/openOrders") => core.model.api_cancel_all(&params, now)?,
-            _ => core.model.api_cancel(&params, now)?,
+            ("POST", "/api/v3/orderList/oco") => model.api_oco_place(&params, now)?,
+            ("POST", "/fapi/v1/algoOrder") => model.api_algo_place(&params, now)?,
+            ("DELETE", "/fapi/v1/algoOrder") => model.api_algo_cancel(&params, now)?,
+            ("POST", _) => model.api_place(&params, now)?,
+            (_, "/api/v3/openOrders") => model.api_cancel_all(&params, now)?,
+            _ => model.api_cancel(&params, now)?,
         };
-        let n = core.emit(placed.events);
-        inner.events_sent.fetch_add(n, Ordering::Relaxed);
+        let n = core.emit(account, placed.events);
+        inner.count_sent(account, n);
         return Ok(placed.body);
     }
-    core.model.refresh(now);
-    let m = &core.model;
+    core.accounts[account].model.refresh(now);
+    let m = &core.accounts[account].model;
     let symbol = params.get("symbol").cloned();
     if let Some(s) = &symbol
         && !m.symbols.iter().any(|x| &x.name == s)
@@ -633,7 +441,8 @@ fn exchange_info(inner: &Arc<Inner>, params: &Params) -> Result<Value, ApiError>
     let now = inner.server_time();
     let limit = inner.weight_limit.load(Ordering::Relaxed);
     let core = inner.lock();
-    let m = &core.model;
+    // Every account trades the same symbols.
+    let m = &core.accounts[0].model;
     let only = match exchange_info::requested_symbols(
         params.get("symbol").map(String::as_str),
         params.get("symbols").map(String::as_str),
@@ -687,7 +496,14 @@ fn limit_param(params: &Params) -> Result<usize, ApiError> {
     Ok(limit as usize)
 }
 
-fn listen_key(inner: &Arc<Inner>, method: &Method, params: &Params) -> Result<Value, ApiError> {
+/// `/fapi/v1/listenKey` of `account`: POST creates (or returns the live key, extended), PUT
+/// extends, DELETE invalidates it and closes the streams that carried only it.
+fn listen_key(
+    inner: &Arc<Inner>,
+    account: usize,
+    method: &Method,
+    params: &Params,
+) -> Result<Value, ApiError> {
     let now = inner.server_time();
     let invalid = || {
         ApiError::new(
@@ -697,42 +513,44 @@ fn listen_key(inner: &Arc<Inner>, method: &Method, params: &Params) -> Result<Va
         )
     };
     let mut core = inner.lock();
-    let n = core.expire_if_due(now);
-    inner.events_sent.fetch_add(n, Ordering::Relaxed);
+    let n = core.expire_if_due(account, now);
+    inner.count_sent(account, n);
+    let acct = &mut core.accounts[account];
     if *method == Method::POST {
-        if core.valid_key(now).is_none() {
+        if acct.valid_key(now).is_none() {
             let key: String = (0..64)
                 .map(|_| {
                     const CH: &[u8] =
                         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-                    CH[core.key_rng.random_range(0..CH.len())] as char
+                    CH[acct.key_rng.random_range(0..CH.len())] as char
                 })
                 .collect();
-            core.listen_key = Some(ListenKey {
+            acct.listen_key = Some(ListenKey {
                 key,
                 expires_at: now,
             });
         }
-        let lk = core.listen_key.as_mut().ok_or_else(invalid)?;
+        let lk = acct.listen_key.as_mut().ok_or_else(invalid)?;
         lk.expires_at = now + LISTEN_KEY_TTL_MS;
         return Ok(json!({"listenKey": lk.key}));
     }
     if *method == Method::PUT {
         inner.keepalives.fetch_add(1, Ordering::Relaxed);
-        let Some(key) = core.valid_key(now).map(str::to_string) else {
+        let Some(key) = acct.valid_key(now).map(str::to_string) else {
             return Err(invalid());
         };
         if params.get("listenKey").is_some_and(|k| *k != key) {
             return Err(invalid());
         }
-        if let Some(lk) = core.listen_key.as_mut() {
+        if let Some(lk) = acct.listen_key.as_mut() {
             lk.expires_at = now + LISTEN_KEY_TTL_MS;
         }
         return Ok(json!({"listenKey": key}));
     }
     if *method == Method::DELETE {
-        core.listen_key = None;
-        close_usdm_streams(&mut core, false);
+        if let Some(lk) = acct.listen_key.take() {
+            core.close_streams_of_key(&lk.key);
+        }
         return Ok(json!({}));
     }
     Err(ApiError::new(
@@ -740,17 +558,6 @@ fn listen_key(inner: &Arc<Inner>, method: &Method, params: &Params) -> Result<Va
         -1000,
         "Method not allowed.",
     ))
-}
-
-/// Close every USD-M stream (close frame unless `abort`).
-pub(crate) fn close_usdm_streams(core: &mut Core, abort: bool) {
-    for (_, c) in std::mem::take(&mut core.conns) {
-        let _ = c.tx.send(if abort {
-            Out::Abort
-        } else {
-            Out::CloseAfter(Duration::ZERO)
-        });
-    }
 }
 
 // ------------------------------------------------------------------- WebSocket
@@ -766,6 +573,12 @@ fn refused(inner: &Inner) -> Option<Response> {
 async fn ws_spot(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
     if let Some(r) = refused(&inner) {
         return r;
+    }
+    // Connecting to the WS API costs weight; past the budget (or banned) the handshake gets
+    // the REST answer, 429 / 418 with Retry-After (inference: Binance documents the weight,
+    // not the refused handshake).
+    if let Err(refused) = inner.charge(weights::WS_CONNECT_WEIGHT) {
+        return weights::too_many_response(&refused);
     }
     ws.on_upgrade(move |socket| conn_task(inner, socket, UsdmConn::default()))
 }
@@ -809,10 +622,6 @@ async fn ws_usdm_deaf(State(inner): State<Arc<Inner>>, uri: Uri, ws: WebSocketUp
 }
 
 async fn conn_task(inner: Arc<Inner>, socket: WebSocket, usdm: UsdmConn) {
-    if inner.cfg.market == SimMarket::Spot {
-        // Connecting to the WS API costs weight (refusing the upgrade is not modelled).
-        let _ = inner.charge(weights::WS_CONNECT_WEIGHT);
-    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let id = inner.lock().register(tx, usdm);
     let (mut sink, mut stream) = socket.split();
@@ -865,7 +674,7 @@ async fn conn_task(inner: Arc<Inner>, socket: WebSocket, usdm: UsdmConn) {
                         let reply = inner.lock().conns.get_mut(&id).map(|c| c.usdm.request(t.as_str()));
                         if let Some(r) = reply && sink.send(Message::Text(r.into())).await.is_err() { break }
                     } else {
-                        let replies = ws_api_request(&inner, id, t.as_str());
+                        let replies = ws_api::request(&inner, id, t.as_str());
                         let mut failed = false;
                         for r in replies {
                             if sink.send(Message::Text(r.into())).await.is_err() { failed = true; break; }
@@ -887,126 +696,4 @@ async fn conn_task(inner: Arc<Inner>, socket: WebSocket, usdm: UsdmConn) {
             .await;
     }
     // Dropping the socket here closes TCP (abruptly when no close frame was sent).
-}
-
-/// Handle one WebSocket API request on connection `conn`; returns the frames to send back.
-/// Each request is charged its weight first; the responses' `rateLimits` carry the count.
-fn ws_api_request(inner: &Arc<Inner>, conn: u64, text: &str) -> Vec<String> {
-    let limit = inner.weight_limit.load(Ordering::Relaxed);
-    let parsed = serde_json::from_str::<Value>(text);
-    let method = parsed
-        .as_ref()
-        .ok()
-        .and_then(|r| r.get("method"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let id = parsed
-        .as_ref()
-        .ok()
-        .and_then(|r| r.get("id"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let rl = match inner.charge(weights::ws_weight(&method)) {
-        Ok(used) => weights::ws_rate_limits(limit, used),
-        Err(refused) => {
-            let rl = weights::ws_rate_limits(limit, refused.used);
-            return vec![
-                json!({"id": id, "status": 429, "error": weights::too_many_ws_error(&refused), "rateLimits": rl})
-                    .to_string(),
-            ];
-        }
-    };
-    let ws_error = |id: &Value, e: &ApiError| -> String {
-        json!({
-            "id": id,
-            "status": e.status.as_u16(),
-            "error": {"code": e.code, "msg": e.msg},
-            "rateLimits": rl
-        })
-        .to_string()
-    };
-    let ws_ok = |id: &Value, result: Value| -> String {
-        json!({"id": id, "status": 200, "result": result, "rateLimits": rl}).to_string()
-    };
-    let Ok(req) = parsed else {
-        let e = ApiError::new(StatusCode::BAD_REQUEST, -1000, "Malformed request.");
-        return vec![ws_error(&Value::Null, &e)];
-    };
-    let empty = Map::new();
-    let params = req
-        .get("params")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let now = inner.server_time();
-    match method.as_str() {
-        "ping" => vec![ws_ok(&id, json!({}))],
-        "time" => vec![ws_ok(&id, json!({"serverTime": now}))],
-        "userDataStream.subscribe.signature" => {
-            if let Err(e) = auth::verify_ws_params(params, &inner.cfg.api_key, &inner.verifier, now)
-            {
-                return vec![ws_error(&id, &e)];
-            }
-            let mut core = inner.lock();
-            let Some(c) = core.conns.get_mut(&conn) else {
-                return Vec::new();
-            };
-            if c.sub.is_some() {
-                let e = ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    -2035,
-                    "User Data Stream subscription already active.",
-                );
-                return vec![ws_error(&id, &e)];
-            }
-            let sid = c.next_sub;
-            c.next_sub += 1;
-            c.sub = Some(sid);
-            vec![ws_ok(&id, json!({"subscriptionId": sid}))]
-        }
-        "userDataStream.unsubscribe" => {
-            let wanted = params.get("subscriptionId").and_then(Value::as_u64);
-            let mut core = inner.lock();
-            let e = core.model.event_time(now);
-            let Some(c) = core.conns.get_mut(&conn) else {
-                return Vec::new();
-            };
-            match (c.sub, wanted) {
-                (Some(s), w) if w.is_none_or(|w| w == s) => {
-                    c.sub = None;
-                    drop(core);
-                    inner.events_sent.fetch_add(1, Ordering::Relaxed);
-                    let ev = payloads::spot_event_stream_terminated(e);
-                    vec![
-                        ws_ok(&id, json!({})),
-                        json!({"subscriptionId": s, "event": ev}).to_string(),
-                    ]
-                }
-                (_, None) => vec![ws_ok(&id, json!({}))],
-                _ => {
-                    let e = ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        -2036,
-                        "User Data Stream subscription not found.",
-                    );
-                    vec![ws_error(&id, &e)]
-                }
-            }
-        }
-        "session.subscriptions" => {
-            let core = inner.lock();
-            let subs: Vec<Value> = core
-                .conns
-                .get(&conn)
-                .and_then(|c| c.sub)
-                .map(|s| json!({"subscriptionId": s}))
-                .into_iter()
-                .collect();
-            vec![ws_ok(&id, Value::Array(subs))]
-        }
-        _ => {
-            let e = ApiError::new(StatusCode::BAD_REQUEST, -1102, "Unknown method.");
-            vec![ws_error(&id, &e)]
-        }
-    }
 }

@@ -117,7 +117,11 @@ pub async fn run_fleet(
     let notifier = tokio::spawn(systemd_notifier(http_state));
     let mut fleet = Fleet::new(shared, CancellationToken::new());
     let started = fleet.reconcile(specs).await;
-    tracing::info!(event = "fleet_started", accounts = started.added.len(), "accounts started");
+    tracing::info!(
+        event = "fleet_started",
+        accounts = started.added.len(),
+        "accounts started"
+    );
 
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut failed = None;

@@ -300,7 +300,14 @@ async fn binance_checks(s: &Settings, spec: &AccountSpec) -> Vec<Check> {
     let budget = std::sync::Arc::new(budget_for(s, spec.market));
     let http = match http_client(s) {
         Ok(h) => h,
-        Err(e) => return vec![Check::new("binance_rest", true, Status::Fail, format!("{e:#}"))],
+        Err(e) => {
+            return vec![Check::new(
+                "binance_rest",
+                true,
+                Status::Fail,
+                format!("{e:#}"),
+            )];
+        }
     };
     let rest = match RestClient::for_account(spec, s, http, budget) {
         Ok(r) => r,

@@ -176,7 +176,10 @@ fn reload_on_sighup() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while signals.next().await.is_some() {
-            tracing::info!(event = "reload_requested", "SIGHUP: re-reading accounts_file");
+            tracing::info!(
+                event = "reload_requested",
+                "SIGHUP: re-reading accounts_file"
+            );
             if tx.send(()).is_err() {
                 break;
             }

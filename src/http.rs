@@ -94,7 +94,11 @@ async fn require_token(State(s): State<HttpState>, req: Request, next: Next) -> 
 /// Every account's cache actor answers within 2 s.
 pub async fn actors_answer(s: &HttpState) -> bool {
     let entries = s.entries();
-    let pings = entries.iter().map(|e| e.cache.seq());
+    // An account still starting has no actor yet: nothing to ask.
+    let pings = entries
+        .iter()
+        .filter_map(|e| e.cache.as_ref())
+        .map(|c| c.seq());
     let all = futures_util::future::join_all(pings);
     matches!(
         tokio::time::timeout(Duration::from_secs(2), all).await,
@@ -123,8 +127,14 @@ pub async fn not_ready_reasons(s: &HttpState) -> Vec<String> {
     for e in &entries {
         let h = &e.health;
         for (ok, why) in [
-            (h.snapshot_loaded.load(Ordering::Relaxed), "first snapshot not loaded"),
-            (h.subscribed.load(Ordering::Relaxed), "stream not subscribed"),
+            (
+                h.snapshot_loaded.load(Ordering::Relaxed),
+                "first snapshot not loaded",
+            ),
+            (
+                h.subscribed.load(Ordering::Relaxed),
+                "stream not subscribed",
+            ),
         ] {
             if !ok {
                 reasons.push(if several {
@@ -175,10 +185,7 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 /// `/v1/account`: the one account, or `?account=ID` (required when there are several).
-async fn account(
-    State(s): State<HttpState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+async fn account(State(s): State<HttpState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let entries = s.entries();
     let entry = match q.get("account") {
         Some(id) => match entries.iter().find(|e| &e.id == id) {
@@ -187,7 +194,12 @@ async fn account(
         },
         None => match entries.as_slice() {
             [one] => one,
-            [] => return error(StatusCode::SERVICE_UNAVAILABLE, "no account is running yet".into()),
+            [] => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no account is running yet".into(),
+                );
+            }
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -196,7 +208,13 @@ async fn account(
             }
         },
     };
-    match entry.cache.view().await {
+    let Some(cache) = &entry.cache else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("account `{}` is starting", entry.id),
+        );
+    };
+    match cache.view().await {
         Ok(v) => axum::Json(json!({
             "account_id": v.account_id,
             "market": v.market,
@@ -207,7 +225,10 @@ async fn account(
             "stream": entry.health.to_json(),
         }))
         .into_response(),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "cache actor stopped".into()),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cache actor stopped".into(),
+        ),
     }
 }
 
@@ -215,7 +236,8 @@ async fn account(
 async fn accounts(State(s): State<HttpState>) -> Response {
     let entries = s.entries();
     let seqs = futures_util::future::join_all(entries.iter().map(|e| async {
-        tokio::time::timeout(Duration::from_secs(2), e.cache.seq())
+        let cache = e.cache.as_ref()?;
+        tokio::time::timeout(Duration::from_secs(2), cache.seq())
             .await
             .ok()
             .and_then(Result::ok)

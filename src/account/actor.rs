@@ -126,8 +126,10 @@ pub fn spawn(
 
 /// The actor's metric handles, registered once with the account's label.
 struct ActorMetrics {
-    /// Per kind (`Kind::ALL` order) × source (stream, snapshot).
-    changes: Vec<[metrics::Counter; 2]>,
+    account: String,
+    /// Per kind (`Kind::ALL` order) × source (stream, snapshot), registered on first use (a
+    /// series per pair that never happens would be noise).
+    changes: [[Option<metrics::Counter>; 2]; 5],
     drops: [metrics::Counter; 4],
     open_orders: metrics::Gauge,
     seq: metrics::Gauge,
@@ -136,31 +138,29 @@ struct ActorMetrics {
 impl ActorMetrics {
     fn new(account: &str) -> Self {
         let a = account.to_owned();
-        let changes = Kind::ALL
-            .iter()
-            .map(|k| {
-                [Source::Stream, Source::Snapshot].map(|s| {
-                    metrics::counter!("acctstate_changes_total", "account" => a.clone(), "kind" => k.as_str(), "source" => s.as_str())
-                })
-            })
-            .collect();
         let drops = DROP_REASONS.map(|r| {
             let c = metrics::counter!("acctstate_dropped_updates_total", "account" => a.clone(), "reason" => r);
             c.increment(0);
             c
         });
         ActorMetrics {
-            changes,
+            account: a.clone(),
+            changes: Default::default(),
             drops,
             open_orders: metrics::gauge!("acctstate_open_orders", "account" => a.clone()),
             seq: metrics::gauge!("acctstate_seq", "account" => a),
         }
     }
 
-    fn change(&self, c: &Change) {
+    fn change(&mut self, c: &Change) {
         let k = Kind::ALL.iter().position(|k| *k == c.kind()).unwrap_or(0);
         let s = usize::from(c.source == Source::Snapshot);
-        self.changes[k][s].increment(1);
+        let account = &self.account;
+        self.changes[k][s]
+            .get_or_insert_with(|| {
+                metrics::counter!("acctstate_changes_total", "account" => account.clone(), "kind" => c.kind().as_str(), "source" => c.source.as_str())
+            })
+            .increment(1);
     }
 }
 
@@ -172,7 +172,7 @@ async fn run(
     sinks: Vec<mpsc::UnboundedSender<AccountBatch>>,
 ) {
     let account: Arc<str> = Arc::from(state.view_id());
-    let m = ActorMetrics::new(&account);
+    let mut m = ActorMetrics::new(&account);
     let mut drops = Drops::default();
     while let Some(cmd) = rx.recv().await {
         match cmd {

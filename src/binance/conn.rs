@@ -5,9 +5,9 @@
 //! routes every text frame to the account session it belongs to: Spot by `subscriptionId`
 //! (a WebSocket API connection carries many accounts' `userDataStream.subscribe.signature`
 //! subscriptions; this task sends those requests and reads their answers), USD-M to its one
-//! listenKey's session. When the connection ends, every session on it hears `Down` (it resyncs
-//! on a new one); on `serverShutdown` or the rotation they hear `Moved` first, so each moves to a
-//! new connection before this one closes. Sessions never touch the socket; this task never
+//! listenKey's session. When the connection ends (the rotation included), every session on it
+//! hears `Down` (it reconnects and resyncs); on `serverShutdown` they hear `Moved` first, so
+//! each moves to a new connection before this one closes. Sessions never touch the socket; this task never
 //! parses an account's events.
 //!
 //! `SpotPool` (in `pool`) chooses the connection a Spot account subscribes on.
@@ -32,7 +32,7 @@ use super::rest::RestClient;
 pub enum Inbound {
     /// A text frame of this session's account.
     Frame(Utf8Bytes),
-    /// The connection is going away (`serverShutdown`, rotation): move to a new one now.
+    /// The connection is going away (`serverShutdown`): move to a new one now.
     Moved(String),
     /// The connection ended: what follows needs a new connection and a resync.
     Down(String),
@@ -87,9 +87,11 @@ impl Conn {
             self.load.fetch_sub(1, Ordering::Relaxed);
             return Err(OpenError::Other("the connection has closed".into()));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(OpenError::Other("the connection closed during the subscription".into())))
+        answer.await.unwrap_or_else(|_| {
+            Err(OpenError::Other(
+                "the connection closed during the subscription".into(),
+            ))
+        })
     }
 
     pub fn unsubscribe(&self, sub: u64, tell_server: bool) {
@@ -97,13 +99,21 @@ impl Conn {
     }
 }
 
+/// A subscription request sent and not yet answered: who asked, who to tell, until when.
+type Pending = (
+    Inbox,
+    oneshot::Sender<Result<u64, OpenError>>,
+    Instant,
+    Arc<RestClient>,
+);
+
 /// How a connection routes frames.
 enum Routes {
     /// Spot WS API: by `subscriptionId`.
     Spot {
         subs: HashMap<u64, Inbox>,
         /// Subscription requests sent, by request id: who asked, until when.
-        pending: HashMap<String, (Inbox, oneshot::Sender<Result<u64, OpenError>>, Instant, Arc<RestClient>)>,
+        pending: HashMap<String, Pending>,
     },
     /// USD-M: one listenKey per connection.
     Single(Inbox),
@@ -240,9 +250,10 @@ impl Task {
                 _ = unanswered => {
                     break format!("no answer to a ping within {} s (half-open connection)", self.cfg.pong_timeout.as_secs());
                 }
-                _ = tokio::time::sleep_until(rotate_at), if !moved => {
-                    moved = true;
-                    self.move_all("rotating the connection before the 24-hour cut");
+                // As before sharing: the rotation is a reconnect (and a resync) of every account
+                // on the connection, once a day.
+                _ = tokio::time::sleep_until(rotate_at) => {
+                    break "rotating the connection before the 24-hour cut".to_owned();
                 }
             }
         };
@@ -250,13 +261,20 @@ impl Task {
         let _ = self.ws.close(None).await;
         metrics::gauge!("acctstate_ws_connections").decrement(1.0);
         tracing::debug!(conn = self.id, reason = %reason, "connection closed");
-        match std::mem::replace(&mut self.routes, Routes::Spot { subs: HashMap::new(), pending: HashMap::new() }) {
+        match std::mem::replace(
+            &mut self.routes,
+            Routes::Spot {
+                subs: HashMap::new(),
+                pending: HashMap::new(),
+            },
+        ) {
             Routes::Spot { subs, pending } => {
                 for inbox in subs.into_values() {
                     let _ = inbox.send(Inbound::Down(reason.clone()));
                 }
                 for (_, (_, reply, _, _)) in pending {
-                    let _ = reply.send(Err(OpenError::Other(format!("connection ended: {reason}"))));
+                    let _ =
+                        reply.send(Err(OpenError::Other(format!("connection ended: {reason}"))));
                 }
             }
             Routes::Single(inbox) => {
@@ -275,15 +293,27 @@ impl Task {
                 None
             }
             Routes::Spot { subs, pending } => {
-                match convert::spot_route(text.as_str()) {
-                    SpotRoute::Subscription(id) => match subs.get(&id) {
-                        Some(inbox) => {
-                            let _ = inbox.send(Inbound::Frame(text));
+                let frame = match convert::spot_route(text.as_str()) {
+                    SpotRoute::Subscription(id) => {
+                        match subs.get(&id) {
+                            Some(inbox) => {
+                                let _ = inbox.send(Inbound::Frame(text));
+                            }
+                            None => unroutable(self.id, "unknown subscriptionId"),
                         }
-                        None => unroutable(self.id, "unknown subscriptionId"),
-                    },
-                    SpotRoute::Frame(Frame::ServerShutdown) => return Some(ROUTE_SHUTDOWN),
-                    SpotRoute::Frame(Frame::Response { id: Some(rid), status, result, error }) => {
+                        return None;
+                    }
+                    SpotRoute::Frame(f) => Some(*f),
+                    SpotRoute::Malformed => None,
+                };
+                match frame {
+                    Some(Frame::ServerShutdown) => return Some(ROUTE_SHUTDOWN),
+                    Some(Frame::Response {
+                        id: Some(rid),
+                        status,
+                        result,
+                        error,
+                    }) if pending.contains_key(&rid) => {
                         if let Some((inbox, reply, _, rest)) = pending.remove(&rid) {
                             let outcome = subscribe_outcome(status, result.as_ref(), error, &rest);
                             match &outcome {
@@ -297,19 +327,19 @@ impl Task {
                             let _ = reply.send(outcome);
                         }
                     }
-                    SpotRoute::Frame(Frame::Response { status, error, .. }) => {
+                    Some(Frame::Response { status, error, .. }) => {
                         if let Some(e) = error {
                             tracing::warn!(conn = self.id, status, error = %e, "stream: request refused");
                         }
                     }
-                    // An event without `subscriptionId`: only a connection of one account can
-                    // say whose it is.
-                    SpotRoute::Frame(_) | SpotRoute::Malformed if subs.len() == 1 => {
+                    // An event without `subscriptionId` (or malformed): only a connection of one
+                    // account can say whose it is (its session counts what does not parse).
+                    _ if subs.len() == 1 => {
                         if let Some(inbox) = subs.values().next() {
                             let _ = inbox.send(Inbound::Frame(text));
                         }
                     }
-                    SpotRoute::Frame(_) | SpotRoute::Malformed => unroutable(self.id, "no subscriptionId on a shared connection"),
+                    _ => unroutable(self.id, "no subscriptionId on a shared connection"),
                 }
                 None
             }
@@ -319,7 +349,11 @@ impl Task {
     /// Tells every session to move to a new connection; this one takes no new subscriptions.
     fn move_all(&mut self, why: &str) {
         self.accepting.store(false, Ordering::Relaxed);
-        tracing::info!(conn = self.id, reason = why, "connection going away: its accounts move to a new one");
+        tracing::info!(
+            conn = self.id,
+            reason = why,
+            "connection going away: its accounts move to a new one"
+        );
         match &self.routes {
             Routes::Spot { subs, .. } => {
                 for inbox in subs.values() {
@@ -339,7 +373,9 @@ impl Task {
         reply: oneshot::Sender<Result<u64, OpenError>>,
     ) -> Result<(), String> {
         let Routes::Spot { pending, .. } = &mut self.routes else {
-            let _ = reply.send(Err(OpenError::Other("not a WebSocket API connection".into())));
+            let _ = reply.send(Err(OpenError::Other(
+                "not a WebSocket API connection".into(),
+            )));
             return Ok(());
         };
         self.next_request += 1;
@@ -384,7 +420,9 @@ impl Task {
         for k in late {
             if let Some((_, reply, _, _)) = pending.remove(&k) {
                 self.load.fetch_sub(1, Ordering::Relaxed);
-                let _ = reply.send(Err(OpenError::Other("no answer to the subscription request".into())));
+                let _ = reply.send(Err(OpenError::Other(
+                    "no answer to the subscription request".into(),
+                )));
             }
         }
     }
@@ -395,5 +433,9 @@ const ROUTE_SHUTDOWN: &str = "server shutdown";
 
 fn unroutable(conn: u64, why: &'static str) {
     metrics::counter!("acctstate_unroutable_frames_total").increment(1);
-    tracing::warn!(conn, why, "stream: a frame no account on this connection owns was skipped");
+    tracing::warn!(
+        conn,
+        why,
+        "stream: a frame no account on this connection owns was skipped"
+    );
 }

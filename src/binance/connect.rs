@@ -88,7 +88,10 @@ pub(super) async fn connect(cfg: &StreamConfig, url: &str) -> Result<Ws, OpenErr
 
 /// USD-M: a listenKey (the same one while it lives) and a connection carrying it.
 /// Returns the socket and the key; the key never reaches a log line or an error.
-pub(super) async fn open_usdm(rest: &RestClient, cfg: &StreamConfig) -> Result<(Ws, String), OpenError> {
+pub(super) async fn open_usdm(
+    rest: &RestClient,
+    cfg: &StreamConfig,
+) -> Result<(Ws, String), OpenError> {
     let body = rest
         .key_call(Method::POST, "/fapi/v1/listenKey", &[])
         .await?;

@@ -158,7 +158,7 @@ pub fn parse_spot_frame(text: &str) -> Result<Frame, ParseError> {
 #[derive(Debug)]
 pub enum SpotRoute {
     Subscription(u64),
-    Frame(Frame),
+    Frame(Box<Frame>),
     Malformed,
 }
 
@@ -174,7 +174,7 @@ pub fn spot_route(text: &str) -> SpotRoute {
         return SpotRoute::Subscription(id);
     }
     match parse_spot_frame(text) {
-        Ok(f) => SpotRoute::Frame(f),
+        Ok(f) => SpotRoute::Frame(Box::new(f)),
         Err(_) => SpotRoute::Malformed,
     }
 }

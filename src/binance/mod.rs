@@ -7,9 +7,9 @@
 pub mod conn;
 mod connect;
 pub mod convert;
+pub mod pool;
 #[cfg(test)]
 mod production_payloads;
-pub mod pool;
 pub mod rest;
 pub mod sign;
 pub mod snapshot;

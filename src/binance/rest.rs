@@ -126,9 +126,14 @@ impl RestClient {
         match self.send(Method::GET, &path, query, false).await {
             Ok(body) => match convert::request_weight_limit(&body) {
                 Some(limit) => self.budget.adopt_published(limit),
-                None => tracing::warn!(market = self.market.as_str(), "exchangeInfo has no REQUEST_WEIGHT per-minute limit; keeping the default"),
+                None => tracing::warn!(
+                    market = self.market.as_str(),
+                    "exchangeInfo has no REQUEST_WEIGHT per-minute limit; keeping the default"
+                ),
             },
-            Err(e) => tracing::warn!(market = self.market.as_str(), error = %e, "could not read exchangeInfo rateLimits; keeping the default weight limit"),
+            Err(e) => {
+                tracing::warn!(market = self.market.as_str(), error = %e, "could not read exchangeInfo rateLimits; keeping the default weight limit")
+            }
         }
     }
 

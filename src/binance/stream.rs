@@ -70,7 +70,7 @@ enum End {
     /// The first snapshot of a connection was refused for the credentials (USD-M: opening
     /// the stream needs the API key only, so a wrong secret shows here first).
     Credentials(anyhow::Error),
-    /// The connection went away (`serverShutdown`, rotation): the next one is already open.
+    /// The connection went away (`serverShutdown`): the next one is already open.
     Handover(Box<Linked>),
 }
 
@@ -271,8 +271,12 @@ impl Stream {
                 .key_call(Method::DELETE, "/fapi/v1/listenKey", &[])
                 .await
             {
-                Ok(_) => tracing::info!(event = "listen_key_deleted", account_id = %self.account_id, "stream: listenKey deleted"),
-                Err(e) => tracing::warn!(account_id = %self.account_id, error = %e, "stream: could not delete the listenKey"),
+                Ok(_) => {
+                    tracing::info!(event = "listen_key_deleted", account_id = %self.account_id, "stream: listenKey deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(account_id = %self.account_id, error = %e, "stream: could not delete the listenKey")
+                }
             }
         }
         match fatal {

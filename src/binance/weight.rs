@@ -95,7 +95,12 @@ impl Budget {
     /// lower than the configured one.
     pub fn adopt_published(&self, published: u32) {
         if published > 0 && published < self.limit() {
-            tracing::info!(event = "rest_weight_limit", market = self.market.as_str(), limit = published, "REST weight limit taken from exchangeInfo rateLimits");
+            tracing::info!(
+                event = "rest_weight_limit",
+                market = self.market.as_str(),
+                limit = published,
+                "REST weight limit taken from exchangeInfo rateLimits"
+            );
             self.limit.store(published, Ordering::Relaxed);
             metrics::gauge!("acctstate_rest_weight_limit", "market" => self.market.as_str())
                 .set(f64::from(published));
@@ -141,7 +146,11 @@ impl Budget {
                 None => return,
                 Some(d) => {
                     metrics::counter!("acctstate_rest_budget_waits_total", "market" => self.market.as_str()).increment(1);
-                    tracing::debug!(market = self.market.as_str(), wait_ms = d.as_millis() as u64, "REST budget: waiting for the next minute");
+                    tracing::debug!(
+                        market = self.market.as_str(),
+                        wait_ms = d.as_millis() as u64,
+                        "REST budget: waiting for the next minute"
+                    );
                     tokio::time::sleep(d).await;
                 }
             }
@@ -167,7 +176,13 @@ impl Budget {
         }
         drop(w);
         metrics::counter!("acctstate_rest_rate_limited_total", "market" => self.market.as_str(), "status" => status.to_string()).increment(1);
-        tracing::warn!(event = "rest_rate_limited", market = self.market.as_str(), status, retry_after_secs = retry_after.as_secs(), "Binance rate limit: every account's REST calls wait");
+        tracing::warn!(
+            event = "rest_rate_limited",
+            market = self.market.as_str(),
+            status,
+            retry_after_secs = retry_after.as_secs(),
+            "Binance rate limit: every account's REST calls wait"
+        );
     }
 
     /// A slot for one snapshot (resync or reconciliation).
@@ -230,7 +245,10 @@ pub fn weight_of(method: &Method, path: &str, has_symbol: bool) -> u32 {
         "/api/v3/openOrders" if has_symbol => 6,
         "/api/v3/openOrders" => 80,
         "/sapi/v1/account/apiRestrictions" => 1,
-        "/fapi/v3/account" | "/fapi/v2/account" | "/fapi/v3/positionRisk" | "/fapi/v2/positionRisk" => 5,
+        "/fapi/v3/account"
+        | "/fapi/v2/account"
+        | "/fapi/v3/positionRisk"
+        | "/fapi/v2/positionRisk" => 5,
         "/fapi/v1/allOrders" | "/fapi/v1/userTrades" => 5,
         "/fapi/v1/openOrders" | "/fapi/v1/openAlgoOrders" if has_symbol => 1,
         "/fapi/v1/openOrders" | "/fapi/v1/openAlgoOrders" => 40,

@@ -73,17 +73,17 @@ impl Settings {
         }
         let path = Path::new(&self.accounts_file);
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("accounts_file", format!("cannot read {}: {e}", path.display()))
+            ConfigError::new(
+                "accounts_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let raw: RawFile = Config::builder()
             .add_source(File::from_str(&text, FileFormat::Toml))
             .build()
             .and_then(Config::try_deserialize)
             .map_err(|e| {
-                ConfigError::new(
-                    format!("accounts_file {}", path.display()),
-                    e.to_string(),
-                )
+                ConfigError::new(format!("accounts_file {}", path.display()), e.to_string())
             })?;
         if raw.accounts.is_empty() {
             return Err(ConfigError::new(
@@ -137,11 +137,15 @@ impl Settings {
             ));
         }
         let market: Market = match &a.market {
-            Some(m) => m.parse().map_err(|e: String| ConfigError::new(key("market"), e))?,
+            Some(m) => m
+                .parse()
+                .map_err(|e: String| ConfigError::new(key("market"), e))?,
             None => self.market(),
         };
         let key_type: KeyType = match &a.key_type {
-            Some(t) => t.parse().map_err(|e: String| ConfigError::new(key("key_type"), e))?,
+            Some(t) => t
+                .parse()
+                .map_err(|e: String| ConfigError::new(key("key_type"), e))?,
             None => self.key_type(),
         };
         let from_dir = |name: &str| {
@@ -235,8 +239,9 @@ fn one_secret(
     let value = if let Some(s) = inline {
         s
     } else if let Some(f) = file {
-        let v = std::fs::read_to_string(f)
-            .map_err(|e| ConfigError::new(format!("{key}_file"), format!("cannot read {f}: {e}")))?;
+        let v = std::fs::read_to_string(f).map_err(|e| {
+            ConfigError::new(format!("{key}_file"), format!("cannot read {f}: {e}"))
+        })?;
         Secret::new(v.trim())
     } else if let Some(name) = var {
         match env.get(name).filter(|v| !v.is_empty()) {
@@ -283,7 +288,8 @@ mod tests {
     }
 
     fn tmpdir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("acctstate-accounts-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("acctstate-accounts-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -322,7 +328,10 @@ rest_url = "http://127.0.0.1:9/"
         );
         let env: HashMap<String, String> = [
             ("KEY_B".to_owned(), "kb".to_owned()),
-            ("CREDENTIALS_DIRECTORY".to_owned(), creds.display().to_string()),
+            (
+                "CREDENTIALS_DIRECTORY".to_owned(),
+                creds.display().to_string(),
+            ),
         ]
         .into();
         let a = settings(&p).accounts_from(&env).unwrap();
@@ -343,12 +352,18 @@ rest_url = "http://127.0.0.1:9/"
     fn bad_entries_name_the_entry_and_key() {
         let d = tmpdir("bad");
         let cases = [
-            ("[[accounts]]\nid = \"a b\"\napi_key = \"k\"\napi_secret = \"s\"\n", "#1.id"),
+            (
+                "[[accounts]]\nid = \"a b\"\napi_key = \"k\"\napi_secret = \"s\"\n",
+                "#1 (id `a b`).id",
+            ),
             (
                 "[[accounts]]\nid = \"a\"\napi_key = \"k\"\napi_secret = \"s\"\n[[accounts]]\nid = \"a\"\napi_key = \"k\"\napi_secret = \"s\"\n",
                 "#2 (id `a`).id",
             ),
-            ("[[accounts]]\nid = \"a\"\napi_key = \"k\"\n", "#1 (id `a`).api_secret"),
+            (
+                "[[accounts]]\nid = \"a\"\napi_key = \"k\"\n",
+                "#1 (id `a`).api_secret",
+            ),
             (
                 "[[accounts]]\nid = \"a\"\napi_key = \"k\"\napi_secret_env = \"NOPE_NOT_SET\"\n",
                 "#1 (id `a`).api_secret_env",

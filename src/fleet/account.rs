@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{AccountEntry, Shared};
+use super::Shared;
 use crate::account::change::seq_floor;
 use crate::account::{AccountState, CacheHandle, Market, Millis, actor};
 use crate::binance::rest::RestClient;
@@ -96,7 +96,13 @@ impl AccountCore {
             ))),
             _ => None,
         };
-        tracing::info!(event = "cache_started", account_id = id, first_seq, market = market.as_str(), "cache started");
+        tracing::info!(
+            event = "cache_started",
+            account_id = id,
+            first_seq,
+            market = market.as_str(),
+            "cache started"
+        );
         AccountCore {
             cache,
             first_seq,
@@ -119,7 +125,12 @@ impl AccountCore {
 
 /// Runs one account until `cancel`, then stops it in order. The entry is registered (for HTTP)
 /// while the account runs.
-pub async fn run(spec: AccountSpec, shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    spec: AccountSpec,
+    shared: Arc<Shared>,
+    health: Arc<StreamHealth>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let settings = &shared.settings;
     let core = AccountCore::start(&spec.id, spec.market, &shared.sinks, settings, true).await;
     let (budget, fresh) = shared.budget(&spec);
@@ -133,13 +144,7 @@ pub async fn run(spec: AccountSpec, shared: Arc<Shared>, cancel: CancellationTok
     if fresh {
         rest.adopt_published_limit().await;
     }
-    let health = Arc::new(StreamHealth::default());
-    shared.register(AccountEntry {
-        id: spec.id.clone(),
-        market: spec.market,
-        cache: core.cache.clone(),
-        health: health.clone(),
-    });
+    shared.set_cache(&spec.id, core.cache.clone());
     let pool = (spec.market == Market::Spot).then(|| shared.pool(&spec));
     let stream = Stream::new(
         &spec.id,

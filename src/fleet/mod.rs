@@ -23,12 +23,14 @@ use crate::binance::weight::Budget;
 use crate::config::{AccountSpec, Settings};
 use crate::sink::Sinks;
 
-/// What HTTP and readiness know of a running account.
+/// What HTTP and readiness know of a configured account (from the moment it is started, so
+/// readiness counts it before its cache exists).
 #[derive(Clone)]
 pub struct AccountEntry {
     pub id: String,
     pub market: Market,
-    pub cache: CacheHandle,
+    /// `None` while the account is starting (reading what Postgres holds of it).
+    pub cache: Option<CacheHandle>,
     pub health: Arc<StreamHealth>,
 }
 
@@ -83,9 +85,17 @@ impl Shared {
             .clone()
     }
 
-    pub fn register(&self, entry: AccountEntry) {
+    fn register(&self, entry: AccountEntry) {
         let mut r = self.registry.write().unwrap_or_else(|e| e.into_inner());
         r.insert(entry.id.clone(), entry);
+    }
+
+    /// The account's cache exists: HTTP may ask it.
+    pub fn set_cache(&self, id: &str, cache: CacheHandle) {
+        let mut r = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = r.get_mut(id) {
+            e.cache = Some(cache);
+        }
     }
 
     fn unregister(&self, id: &str) {
@@ -139,8 +149,21 @@ impl Fleet {
 
     fn start(&mut self, spec: AccountSpec) {
         let cancel = self.cancel.child_token();
-        let task = tokio::spawn(account::run(spec.clone(), self.shared.clone(), cancel.clone()));
-        self.running.insert(spec.id.clone(), Running { spec, cancel, task });
+        let health = Arc::new(StreamHealth::default());
+        self.shared.register(AccountEntry {
+            id: spec.id.clone(),
+            market: spec.market,
+            cache: None,
+            health: health.clone(),
+        });
+        let task = tokio::spawn(account::run(
+            spec.clone(),
+            self.shared.clone(),
+            health,
+            cancel.clone(),
+        ));
+        self.running
+            .insert(spec.id.clone(), Running { spec, cancel, task });
     }
 
     /// Drains and stops one account; its rows stay.

@@ -177,8 +177,10 @@ impl SimAccount {
             events.clear();
         }
         let mut log = inner.send_log.lock().unwrap_or_else(|e| e.into_inner());
-        let times: Option<Vec<i64>> = log
-            .is_some()
+        let whose = inner
+            .send_log_account
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let times: Option<Vec<i64>> = (log.is_some() && (whose == usize::MAX || whose == a))
             .then(|| events.iter().filter_map(|e| e["E"].as_i64()).collect());
         delivered += core.emit(a, events);
         drop(core);

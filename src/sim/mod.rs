@@ -314,6 +314,8 @@ pub(crate) struct Inner {
     pub(crate) weight_limit: AtomicU32,
     /// Benchmarks: (event time `E`, when the event was handed to the connections), while on.
     pub(crate) send_log: Mutex<Option<Vec<(i64, Instant)>>>,
+    /// Whose events `send_log` records (`usize::MAX`: every account's).
+    pub(crate) send_log_account: std::sync::atomic::AtomicUsize,
 }
 
 impl Inner {
@@ -402,6 +404,7 @@ impl Sim {
             weights: Mutex::new(weights::WeightMeter::default()),
             weight_limit: AtomicU32::new(weight_limit),
             send_log: Mutex::new(None),
+            send_log_account: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
         server::spawn(inner.clone(), listener);
         Ok(Sim {
@@ -529,6 +532,15 @@ impl Sim {
             .send_log
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = on.then(Vec::new);
+    }
+
+    /// [`Sim::record_send_times`] of one account's events only (the `E` of different accounts
+    /// may repeat).
+    pub fn record_send_times_of(&self, account: usize) {
+        self.inner()
+            .send_log_account
+            .store(account, Ordering::Relaxed);
+        self.record_send_times(true);
     }
 
     /// The send times recorded so far (see [`Sim::record_send_times`]); the record is emptied.

@@ -32,8 +32,7 @@ impl Sinks {
         let (pg, pg_tx, writer) = if settings.postgres.url.is_set() {
             let pool = postgres::lazy_pool(&settings.postgres)?;
             tracing::info!(event = "postgres_configured", url = %redact_url(settings.postgres.url.expose()), "postgres configured");
-            match tokio::time::timeout(Duration::from_secs(10), postgres::MIGRATOR.run(&pool))
-                .await
+            match tokio::time::timeout(Duration::from_secs(10), postgres::MIGRATOR.run(&pool)).await
             {
                 Ok(Ok(())) => {
                     tracing::info!(event = "migrations_applied", "postgres migrations applied")

@@ -164,6 +164,7 @@ impl Bounce {
             prefix: &self.prefix,
             account: &self.account,
             injected_orders: injected,
+            query: "",
         }
     }
 

@@ -1333,6 +1333,8 @@ pub struct Observed<'a> {
     /// Keys (`SYMBOL:ORDERID`) of orders the test itself sent as raw frames: the sim does not
     /// know them, the orders table may.
     pub injected_orders: &'a [String],
+    /// The query of `/v1/account` (`""`, or `?account=ID` in a fleet).
+    pub query: &'a str,
 }
 
 /// `/v1/account` as the daemon serves it.
@@ -1369,8 +1371,17 @@ pub async fn account_json(
     client: &reqwest::Client,
     http: SocketAddr,
 ) -> Result<AccountJson, String> {
+    account_json_at(client, http, "").await
+}
+
+/// `GET http://{http}/v1/account{query}`, parsed.
+pub async fn account_json_at(
+    client: &reqwest::Client,
+    http: SocketAddr,
+    query: &str,
+) -> Result<AccountJson, String> {
     let r = client
-        .get(format!("http://{http}/v1/account"))
+        .get(format!("http://{http}/v1/account{query}"))
         .send()
         .await
         .map_err(|e| format!("GET /v1/account: {e}"))?;
@@ -1413,9 +1424,19 @@ pub fn assert_volume(sim: &Sim, events: u64, fills: usize) {
 
 /// Polls until the daemon's cache, Postgres and Redis all equal the sim's account.
 pub async fn assert_converged(sim: &Sim, d: &Observed<'_>) {
+    assert_converged_to(|| sim.state(), sim.market(), d).await
+}
+
+/// Polls until the daemon's cache, Postgres and Redis all equal `state()` (one account of a
+/// sim of `market`).
+pub async fn assert_converged_to(
+    state: impl Fn() -> SimState,
+    market: SimMarket,
+    d: &Observed<'_>,
+) {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let last = match check_converged(sim, d).await {
+        let last = match check_converged_state(state(), market, d).await {
             Ok(()) => return,
             Err(e) => e,
         };
@@ -1451,12 +1472,19 @@ fn diff<V: PartialEq + std::fmt::Debug>(
 }
 
 pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> {
-    let st: SimState = sim.state();
-    let account = account_json(d.client, d.http).await?;
+    check_converged_state(sim.state(), sim.market(), d).await
+}
+
+pub async fn check_converged_state(
+    st: SimState,
+    market: SimMarket,
+    d: &Observed<'_>,
+) -> Result<(), String> {
+    let account = account_json_at(d.client, d.http, d.query).await?;
     let view = account.view();
 
     // Balances (an asset missing on one side counts as zero).
-    let pick = |b: &Balance| match sim.market() {
+    let pick = |b: &Balance| match market {
         SimMarket::Spot => (b.free, b.locked),
         SimMarket::Usdm => (
             b.wallet_balance.unwrap_or_default(),
@@ -1468,7 +1496,7 @@ pub async fn check_converged(sim: &Sim, d: &Observed<'_>) -> Result<(), String> 
         .balances
         .iter()
         .map(|(k, b)| {
-            let v = match sim.market() {
+            let v = match market {
                 SimMarket::Spot => (b.free, b.locked),
                 SimMarket::Usdm => (b.wallet_balance, b.cross_wallet_balance),
             };

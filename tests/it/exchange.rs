@@ -136,6 +136,7 @@ impl Daemon {
             prefix: &self.prefix,
             account: &self.account,
             injected_orders: &[],
+            query: "",
         }
     }
 

@@ -8,6 +8,7 @@ mod clients;
 mod common;
 mod exchange;
 mod faults;
+mod fleet;
 mod fuzz;
 mod keys;
 mod ops;

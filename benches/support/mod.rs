@@ -1,0 +1,297 @@
+//! What the load tools share: the release daemon as its own process (`Daemon`), `/proc`
+//! readings (RSS, CPU seconds, load), the result table and percentiles.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use serde_json::Value;
+
+use crate::common::redis_url;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_acctstate");
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The 1-minute load average.
+pub fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// `VmRSS` of `pid` in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// User + system CPU seconds of `pid` (`self` for this process).
+pub fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The pid of the local `redis-server`, if one runs on this machine.
+pub fn redis_server_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().into_string().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "redis-server").then_some(pid)
+    })
+}
+
+pub fn row(name: &str, value: impl std::fmt::Display) {
+    println!("| {name:<52} | {value:>22} |");
+}
+
+pub fn header(title: &str) {
+    println!();
+    println!("## {title}  (load1 {:.2}, nproc 2)", load1());
+    println!("| {:<52} | {:>22} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(54), "-".repeat(24));
+}
+
+/// The daemon as its own process: `acctstate run`, configured by variables only.
+pub struct Daemon {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl Daemon {
+    /// Spawns `acctstate run` and waits for its HTTP address (not for readiness).
+    pub async fn spawn(vars: &[(&str, String)]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ACCTSTATE__")
+                || k.starts_with("PG")
+                || k.starts_with("BINANCE_")
+                || matches!(
+                    k.as_str(),
+                    "DATABASE_URL" | "REDIS_URL" | "PORT" | "RUST_LOG"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn acctstate");
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        {
+            let lines = lines.clone();
+            let out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    let Ok(l) = l else { break };
+                    let mut v = lines.lock().unwrap();
+                    // Keep the first lines (the address) and a bounded tail.
+                    if v.len() > 10_000 {
+                        v.drain(100..5_000);
+                    }
+                    v.push(l);
+                }
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        let http = loop {
+            let found = lines.lock().unwrap().iter().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "http listening").then(|| v["addr"].as_str()?.parse().ok())?
+            });
+            if let Some(a) = found {
+                break a;
+            }
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("daemon exited ({s}): {:#?}", lines.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "daemon did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Daemon {
+            child,
+            http,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// `spawn`, then waits (up to `WAIT`) until `/readyz` answers 200.
+    pub async fn start(vars: &[(&str, String)]) -> Daemon {
+        let d = Daemon::spawn(vars).await;
+        let deadline = Instant::now() + WAIT;
+        while !d.ready().await {
+            assert!(Instant::now() < deadline, "daemon not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn ready(&self) -> bool {
+        matches!(
+            self.client.get(format!("http://{}/readyz", self.http)).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    pub async fn view(&self) -> Value {
+        self.client
+            .get(format!("http://{}/v1/account", self.http))
+            .send()
+            .await
+            .expect("GET /v1/account")
+            .json()
+            .await
+            .expect("account JSON")
+    }
+
+    /// The sum of every sample of `name` in `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits (up to `E2E_SETTLE_SECS`, default 60) for the 1-minute load to drop below 1.0.
+pub async fn settle() {
+    let wait = env_usize("E2E_SETTLE_SECS", 60) as u64;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    while load1() >= 1.0 && Instant::now() < deadline {
+        eprintln!("load1 {:.2} >= 1.0: waiting", load1());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+pub fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Collects (receipt instant, event_time) of every message on `P:*` except status. The
+/// subscriber runs on its own thread and runtime, so the sim's work in this process does not
+/// delay its receipt stamps. Send on the returned sender to stop it.
+pub async fn latency_subscriber(
+    prefix: &str,
+    account: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    Arc<Mutex<Vec<(Instant, i64)>>>,
+) {
+    let got = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pattern = format!("{prefix}:{account}:*");
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("subscriber runtime");
+        rt.block_on(async move {
+            let config = Config::from_url(&redis_url()).expect("redis URL");
+            let client = Builder::from_config(config)
+                .with_performance_config(|p| p.broadcast_channel_capacity = 1_000_000)
+                .build_subscriber_client()
+                .expect("build subscriber");
+            client.init().await.expect("subscriber connects");
+            let mut rx = client.message_rx();
+            client.psubscribe(pattern).await.expect("psubscribe");
+            let _ = ready_tx.send(());
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    m = rx.recv() => {
+                        let Ok(m) = m else { break };
+                        let at = Instant::now();
+                        let text: String = m.value.convert().unwrap_or_default();
+                        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                        if v["kind"] != "status"
+                            && let Some(e) = v["event_time"].as_i64()
+                        {
+                            sink.lock().unwrap().push((at, e));
+                        }
+                    }
+                }
+            }
+            let _ = client.quit().await;
+        });
+    });
+    ready_rx.await.expect("subscriber ready");
+    (stop_tx, got)
+}

@@ -33,7 +33,8 @@ pub enum Command {
         /// Stop after this many events (default: run until Ctrl-C).
         #[arg(long)]
         events: Option<usize>,
-        /// Accounts the simulated exchange serves (the demo still follows account 0).
+        /// Accounts the simulated exchange serves; the daemon follows every one (a fleet; `--rate`
+        /// is per account).
         #[arg(long, default_value_t = 1, value_name = "N")]
         accounts: usize,
     },
@@ -204,17 +205,9 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             events,
             accounts,
         } => {
-            // TODO(accounts): pass `accounts` into demo::run (SimConfig::with_accounts) once the
-            // daemon's fleet config lands; until then the demo serves and follows one account.
-            if accounts > 1 {
-                tracing::warn!(
-                    accounts,
-                    "demo: --accounts is not wired into the demo yet; serving one account"
-                );
-            }
             crate::telemetry::init_logging(&settings.log);
             let cancel = shutdown_on_signals()?;
-            crate::demo::run(settings, market, rate, events, cancel).await?;
+            crate::demo::run(settings, market, rate, events, accounts.max(1), cancel).await?;
             Ok(())
         }
         Command::Sim {

@@ -14,15 +14,30 @@ const LOCAL_PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const LOCAL_PG_DEMO_DB: &str = "acctstate_demo";
 const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
 
-/// Runs the demo until `cancel` (or until `events` events were traded).
+/// Runs the demo until `cancel` (or until `events` events were traded per account). With
+/// `accounts` > 1 the daemon runs them as a fleet (an accounts file the sim writes).
 pub async fn run(
     mut settings: Settings,
     market: SimMarket,
     rate: u32,
     events: Option<usize>,
+    accounts: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let sim = Sim::start(SimConfig::new(market)).await?;
+    let sim = Sim::start(SimConfig::new(market).with_accounts(accounts)).await?;
+    let fleet_file = if accounts > 1 {
+        // The sim's demo keys only; removed when the demo ends.
+        let file = std::env::temp_dir().join(format!(
+            "acctstate-demo-accounts-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&file, sim::fleet_toml(&sim, "demo"))?;
+        settings.accounts_file = file.display().to_string();
+        tracing::info!(accounts, file = %file.display(), "demo: a fleet of simulated accounts; see /v1/accounts");
+        Some(file)
+    } else {
+        None
+    };
     settings.binance.market = match market {
         SimMarket::Spot => Market::Spot.as_str().into(),
         SimMarket::Usdm => Market::Usdm.as_str().into(),
@@ -47,17 +62,25 @@ pub async fn run(
         let sim = sim.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if sim
-                .wait_for_subscriber(Duration::from_secs(60))
-                .await
-                .is_err()
-            {
-                tracing::error!("demo: the daemon did not subscribe within 60 s");
-                return;
+            for i in 0..sim.account_count() {
+                let subscribed = match sim.account(i) {
+                    Some(a) => a
+                        .wait_for_subscriber(Duration::from_secs(120))
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                if !subscribed {
+                    tracing::error!(
+                        account = i,
+                        "demo: the daemon did not subscribe within 120 s"
+                    );
+                    return;
+                }
             }
             match events {
                 Some(n) => {
-                    let sent = sim.run(n, Some(rate.max(1))).await;
+                    let sent = sim.run_all(n, Some(rate.max(1))).await;
                     tracing::info!(events = sent, "demo: trading session finished; stopping");
                     // Give the daemon a moment to apply the last events, then stop.
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -66,7 +89,7 @@ pub async fn run(
                 None => loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = sim.run(rate.max(1) as usize, Some(rate.max(1))) => {}
+                        _ = sim.run_all(rate.max(1) as usize, Some(rate.max(1))) => {}
                     }
                 },
             }
@@ -75,6 +98,9 @@ pub async fn run(
     let result = crate::app::run_daemon(settings, cancel.clone(), None).await;
     trader.abort();
     sim.shutdown();
+    if let Some(f) = fleet_file {
+        let _ = std::fs::remove_file(f);
+    }
     result
 }
 

@@ -54,6 +54,8 @@ const MAX_RETRY_AFTER: u64 = 120;
 /// A REST client for one market.
 #[derive(Debug)]
 pub struct RestClient {
+    /// The account it signs for (its log lines carry it).
+    account_id: String,
     http: reqwest::Client,
     base: String,
     market: Market,
@@ -91,6 +93,7 @@ impl RestClient {
         budget: Arc<Budget>,
     ) -> anyhow::Result<RestClient> {
         Ok(RestClient {
+            account_id: spec.id.clone(),
             http,
             base: spec.rest_url.clone(),
             market: spec.market,
@@ -139,6 +142,11 @@ impl RestClient {
 
     pub fn market(&self) -> Market {
         self.market
+    }
+
+    /// The account this client signs for.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
     }
 
     pub fn api_key(&self) -> &Secret {
@@ -208,6 +216,7 @@ impl RestClient {
             match self.send(Method::GET, path, query, true).await {
                 Err(e) if e.code() == Some(-1021) && !resynced => {
                     tracing::warn!(
+                        account_id = %self.account_id,
                         "Binance says our timestamp is outside recvWindow (-1021); resyncing the clock offset"
                     );
                     self.sync_time().await?;
@@ -301,6 +310,7 @@ impl RestClient {
                 continue;
             }
             tracing::debug!(
+                account_id = %self.account_id,
                 path,
                 attempt,
                 wait_ms = wait.as_millis() as u64,

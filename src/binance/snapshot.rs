@@ -111,7 +111,7 @@ pub async fn fetch(
                 .orders
                 .extend(created.into_iter().filter(|o| !known.contains(&o.key()))),
             Err(e) => {
-                tracing::warn!(symbol, error = %format!("{e:#}"), "could not list the orders of the recovery window");
+                tracing::warn!(account_id = rest.account_id(), symbol, error = %format!("{e:#}"), "could not list the orders of the recovery window");
                 recovered = false;
             }
         }
@@ -246,11 +246,17 @@ async fn resolve_gaps(
         };
         match get_trades(rest, symbol, start).await {
             Ok(page) => {
-                tracing::debug!(symbol, ?start, trades = page.len(), "trades recovered");
+                tracing::debug!(
+                    account_id = rest.account_id(),
+                    symbol,
+                    ?start,
+                    trades = page.len(),
+                    "trades recovered"
+                );
                 fills.extend(page);
             }
             Err(e) => {
-                tracing::warn!(symbol, error = %format!("{e:#}"), "trade recovery failed");
+                tracing::warn!(account_id = rest.account_id(), symbol, error = %format!("{e:#}"), "trade recovery failed");
                 recovered = false;
             }
         }
@@ -281,7 +287,7 @@ async fn resolve_gaps(
         match get_order(rest, &symbol, order_id).await {
             Ok(o) => snap.orders.push(o),
             Err(e) => {
-                tracing::warn!(order = %key, error = %format!("{e:#}"), "could not learn the final state of an order");
+                tracing::warn!(account_id = rest.account_id(), order = %key, error = %format!("{e:#}"), "could not learn the final state of an order");
                 snap.unresolved_orders.push(key);
             }
         }

@@ -477,3 +477,60 @@ async fn bad_accounts_files_exit_2_naming_the_entry_and_key() {
         assert!(out.stderr.contains("accounts_file"), "{}", out.stderr);
     }
 }
+
+/// The real process: `systemctl reload` sends SIGHUP; the accounts file is read again and the
+/// fleet follows it, in JSON logs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_accounts_file_of_the_process() {
+    let spot = sim(SimMarket::Spot, 3, 1000).await;
+    let all = fleet_toml(&spot, "s");
+    let entries: Vec<&str> = all.split("\n[[accounts]]\n").skip(1).collect();
+    let file_of = |idx: &[usize]| {
+        idx.iter()
+            .map(|i| format!("[[accounts]]\n{}\n", entries[*i]))
+            .collect::<String>()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts.toml");
+    std::fs::write(&file, file_of(&[0])).unwrap();
+    let file_s = file.display().to_string();
+    let (db_url, _pool) = fresh_db().await;
+    let d = DaemonProcess::run(&[
+        ("ACCTSTATE__ACCOUNTS_FILE", &file_s),
+        ("DATABASE_URL", &db_url),
+        ("ACCTSTATE__HTTP__LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let ids = || async {
+        let list: Vec<Value> = client
+            .get(d.url("/v1/accounts"))
+            .send()
+            .await
+            .expect("GET /v1/accounts")
+            .json()
+            .await
+            .expect("JSON");
+        list.iter()
+            .filter(|e| e["ready"] == true)
+            .map(|e| e["account_id"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually(WAIT, "s-0000 ready", || async { ids().await == ["s-0000"] }).await;
+    std::fs::write(&file, file_of(&[0, 1, 2])).unwrap();
+    d.signal("HUP");
+    eventually(WAIT, "three accounts ready after SIGHUP", || async {
+        ids().await == ["s-0000", "s-0001", "s-0002"]
+    })
+    .await;
+    eventually(WAIT, "the reload logged", || async {
+        d.logs()
+            .iter()
+            .any(|l| l["event"] == "accounts_reloaded" && l["added"] == 2)
+    })
+    .await;
+    let mut d = d;
+    d.sigterm();
+    let exit = d.wait_with_deadline(WAIT).await;
+    assert!(exit.success(), "{exit:?}");
+}

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use serde_json::Value;
 
-use crate::common::redis_url;
+use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
+
+use crate::common::{fresh_db, redis_client, redis_url, unique_account, unique_prefix};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_acctstate");
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -109,9 +111,18 @@ impl Daemon {
             let lines = lines.clone();
             let out = child.stdout.take().unwrap();
             std::thread::spawn(move || {
-                for l in BufReader::new(out).lines() {
-                    let Ok(l) = l else { break };
-                    let mut v = lines.lock().unwrap();
+                // Read to the end whatever comes: a reader that stops leaves the daemon writing
+                // into a closed pipe (EPIPE on every log line).
+                let mut out = BufReader::new(out);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match out.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let l = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    let mut v = lines.lock().unwrap_or_else(|e| e.into_inner());
                     // Keep the first lines (the address) and a bounded tail.
                     if v.len() > 10_000 {
                         v.drain(100..5_000);
@@ -132,7 +143,11 @@ impl Daemon {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!("daemon exited ({s}): {:#?}", lines.lock().unwrap());
             }
-            assert!(Instant::now() < deadline, "daemon did not listen");
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not listen within {WAIT:?}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         Daemon {
@@ -294,4 +309,126 @@ pub async fn latency_subscriber(
     });
     ready_rx.await.expect("subscriber ready");
     (stop_tx, got)
+}
+
+/// One run's sim, database, Redis prefix and account.
+pub struct Env {
+    pub sim: Sim,
+    pub db_url: String,
+    pub pool: sqlx::PgPool,
+    pub redis: Client,
+    pub prefix: String,
+    pub account: String,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let sim = Sim::start(SimConfig::new(SimMarket::Spot))
+            .await
+            .expect("sim starts");
+        let (db_url, pool) = fresh_db().await;
+        Env {
+            sim,
+            db_url,
+            pool,
+            redis: redis_client().await,
+            prefix: unique_prefix(),
+            account: unique_account(),
+        }
+    }
+
+    pub fn vars(&self, db_url: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("ACCTSTATE__BINANCE__MARKET", "spot".to_owned()),
+            ("ACCTSTATE__BINANCE__REST_URL", self.sim.rest_url()),
+            ("ACCTSTATE__BINANCE__WS_URL", self.sim.ws_url()),
+            ("BINANCE_API_KEY", DEMO_API_KEY.to_owned()),
+            ("BINANCE_API_SECRET", DEMO_API_SECRET.to_owned()),
+            ("DATABASE_URL", db_url.to_owned()),
+            ("REDIS_URL", redis_url()),
+            ("ACCTSTATE__REDIS__PREFIX", self.prefix.clone()),
+            ("ACCTSTATE__ACCOUNT_ID", self.account.clone()),
+            ("ACCTSTATE__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
+            ("ACCTSTATE__LOG__FORMAT", "json".to_owned()),
+        ]
+    }
+
+    pub async fn daemon(&self) -> Daemon {
+        let d = Daemon::start(&self.vars(&self.db_url)).await;
+        self.sim
+            .wait_for_subscriber(WAIT)
+            .await
+            .expect("daemon subscribes");
+        d
+    }
+
+    pub async fn pg_max_seq(&self) -> i64 {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT max(seq) FROM account_changes WHERE account_id = $1",
+        )
+        .bind(&self.account)
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+    }
+
+    pub async fn redis_seq(&self) -> i64 {
+        let v: Option<i64> = self
+            .redis
+            .get(format!("{}:{}:seq", self.prefix, self.account))
+            .await
+            .unwrap_or(None);
+        v.unwrap_or(0)
+    }
+
+    /// Waits until the daemon has received every event the sim sent, then until the journal
+    /// and Redis `P:seq` both hold the cache's seq; returns that seq.
+    pub async fn wait_complete(&self, d: &Daemon, timeout: Duration) -> i64 {
+        let deadline = Instant::now() + timeout;
+        let sent = self.sim.events_sent() as f64;
+        loop {
+            assert!(Instant::now() < deadline, "not complete within {timeout:?}");
+            if d.metric("acctstate_events_total").await >= sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.wait_sinks(d, timeout).await.0
+    }
+
+    /// After every event is in the cache: the cache's seq, and when the journal and Redis
+    /// `P:seq` each reached it.
+    pub async fn wait_sinks(&self, d: &Daemon, timeout: Duration) -> (i64, Instant, Instant) {
+        let deadline = Instant::now() + timeout;
+        let seq = d.view().await["seq"].as_i64().expect("seq");
+        let (mut pg_at, mut redis_at) = (None, None);
+        loop {
+            assert!(Instant::now() < deadline, "not complete within {timeout:?}");
+            if pg_at.is_none() && self.pg_max_seq().await >= seq {
+                pg_at = Some(Instant::now());
+            }
+            if redis_at.is_none() && self.redis_seq().await >= seq {
+                redis_at = Some(Instant::now());
+            }
+            if let (Some(p), Some(r)) = (pg_at, redis_at) {
+                return (seq, p, r);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn journal_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM account_changes WHERE account_id = $1")
+            .bind(&self.account)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(0)
+    }
+
+    pub async fn cleanup(&self) {
+        crate::common::redis_cleanup(&self.prefix, &self.account).await;
+        self.sim.shutdown();
+    }
 }

@@ -126,7 +126,10 @@ impl RestClient {
             Market::Spot => "symbol=BTCUSDT".to_owned(),
             Market::Usdm => String::new(),
         };
-        match self.send(Method::GET, &path, query, false).await {
+        match self
+            .send(Method::GET, &path, &|| query.clone(), true, false)
+            .await
+        {
             Ok(body) => match convert::request_weight_limit(&body) {
                 Some(limit) => self.budget.adopt_published(limit),
                 None => tracing::warn!(
@@ -180,13 +183,18 @@ impl RestClient {
 
     /// Measures the server-time offset (half the round trip is credited to each way).
     pub async fn sync_time(&self) -> Result<i64, RestError> {
+        // Spent before the clock starts: a wait for the budget is not round-trip time.
+        self.budget.spend(1, || self.server_now()).await;
+        self.spent.fetch_add(1, Ordering::Relaxed);
         let before = chrono::Utc::now().timestamp_millis();
         let body = self
-            .send(
+            .send_after(
                 Method::GET,
                 &format!("{}/time", self.prefix()),
-                String::new(),
+                &String::new,
                 false,
+                false,
+                true,
             )
             .await?;
         let after = chrono::Utc::now().timestamp_millis();
@@ -208,12 +216,19 @@ impl RestClient {
         params: &[(&str, String)],
     ) -> Result<String, RestError> {
         let mut resynced = false;
-        loop {
+        // Signed at each attempt, after the budget's wait: the timestamp is fresh.
+        let signed = || {
             let mut all: Vec<(&str, String)> = params.to_vec();
             all.push(("recvWindow", self.recv_window_ms.to_string()));
             all.push(("timestamp", self.server_now().to_string()));
-            let query = sign::signed_query(&all, &self.signer);
-            match self.send(Method::GET, path, query, true).await {
+            sign::signed_query(&all, &self.signer)
+        };
+        let has_symbol = params.iter().any(|(k, _)| *k == "symbol");
+        loop {
+            match self
+                .send(Method::GET, path, &signed, has_symbol, true)
+                .await
+            {
                 Err(e) if e.code() == Some(-1021) && !resynced => {
                     tracing::warn!(
                         account_id = %self.account_id,
@@ -234,29 +249,51 @@ impl RestClient {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<String, RestError> {
-        self.send(method, path, sign::encode_query(params), true)
+        let query = sign::encode_query(params);
+        self.send(method, path, &|| query.clone(), false, true)
             .await
     }
 
+    /// One call, retried on 5xx, transport errors and 429/418; each attempt first spends its
+    /// weight from the budget (waiting when it is spent), then builds its query (`query`), so a
+    /// signed query's timestamp is taken after the wait.
     async fn send(
         &self,
         method: Method,
         path: &str,
-        query: String,
+        query: &(dyn Fn() -> String + Sync),
+        has_symbol: bool,
         with_key: bool,
     ) -> Result<String, RestError> {
-        let url = if query.is_empty() {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}{path}?{query}", self.base)
-        };
+        self.send_after(method, path, query, has_symbol, with_key, false)
+            .await
+    }
+
+    /// `send`; `spent`: the first attempt's weight was spent by the caller.
+    async fn send_after(
+        &self,
+        method: Method,
+        path: &str,
+        query: &(dyn Fn() -> String + Sync),
+        has_symbol: bool,
+        with_key: bool,
+        spent: bool,
+    ) -> Result<String, RestError> {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0;
-        let cost = weight::weight_of(&method, path, query.contains("symbol="));
+        let cost = weight::weight_of(&method, path, has_symbol);
         loop {
             attempt += 1;
-            self.budget.spend(cost, || self.server_now()).await;
-            self.spent.fetch_add(u64::from(cost), Ordering::Relaxed);
+            if attempt > 1 || !spent {
+                self.budget.spend(cost, || self.server_now()).await;
+                self.spent.fetch_add(u64::from(cost), Ordering::Relaxed);
+            }
+            let q = query();
+            let url = if q.is_empty() {
+                format!("{}{path}", self.base)
+            } else {
+                format!("{}{path}?{q}", self.base)
+            };
             let mut req = self.http.request(method.clone(), &url);
             if with_key {
                 req = req.header("X-MBX-APIKEY", self.api_key.expose());

@@ -1,0 +1,130 @@
+//! The cost curve: what one event costs at the rates accounts really run at, not only at
+//! saturation. The release daemon runs as its own process against the sim (one Spot account),
+//! local Postgres and Redis; for each rate of `COST_RATES` (default 20,200,2000 events/s) it
+//! trades for `COST_SECS` (default 10) seconds and reports, from `/proc/<pid>/stat`:
+//! daemon CPU per event, the CPU of this run's Postgres backends per journal row, the Redis
+//! server's CPU per event, and send→Redis latency p50 / p99 / p99.9 (the `Sim::record_send_times`
+//! hook and a subscriber on its own thread, as in `e2e latency`).
+//!
+//! `cargo bench --bench cost`
+
+#[path = "../tests/it/common.rs"]
+mod common;
+// Shared with the other load tools, which use the rest.
+#[allow(dead_code)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(curve());
+}
+
+/// CPU seconds of every Postgres backend serving `db` (its command line names the database).
+fn pg_backends_cpu(db: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmd.starts_with("postgres:") && cmd.contains(db)).then(|| cpu_secs(&pid))
+        })
+        .sum()
+}
+
+async fn curve() {
+    let rates: Vec<u32> = std::env::var("COST_RATES")
+        .unwrap_or_else(|_| "20,200,2000".to_owned())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let secs = env_usize("COST_SECS", 10) as u64;
+    settle().await;
+    let env = Env::new().await;
+    let db = env.db_url.rsplit('/').next().unwrap_or_default().to_owned();
+    let d = env.daemon().await;
+    let (sub, got) = latency_subscriber(&env.prefix, &env.account).await;
+    // Warm up (connections, allocator), unmeasured.
+    env.sim.run(1_000, Some(1_000)).await;
+    env.wait_complete(&d, WAIT).await;
+    header(&format!("cost curve, one spot account, {secs} s per rate"));
+    let redis_pid = redis_server_pid();
+    for rate in rates {
+        got.lock().unwrap().clear();
+        let pid = d.pid().to_string();
+        let (cpu0, pg0, rd0) = (
+            cpu_secs(&pid),
+            pg_backends_cpu(&db),
+            redis_pid.as_deref().map_or(f64::NAN, cpu_secs),
+        );
+        let rows0 = env.journal_rows().await;
+        let sent0 = env.sim.events_sent();
+        env.sim.record_send_times(true);
+        let t0 = Instant::now();
+        env.sim.run(rate as usize * secs as usize, Some(rate)).await;
+        let elapsed = t0.elapsed();
+        env.wait_complete(&d, WAIT).await;
+        // The same wall time for every rate: idle costs (timers, probes) count in full.
+        let rest = Duration::from_secs(secs).saturating_sub(t0.elapsed());
+        tokio::time::sleep(rest).await;
+        let cpu = cpu_secs(&pid) - cpu0;
+        let pg = pg_backends_cpu(&db) - pg0;
+        let rd = redis_pid.as_deref().map_or(f64::NAN, cpu_secs) - rd0;
+        let events = (env.sim.events_sent() - sent0).max(1) as f64;
+        let rows = (env.journal_rows().await - rows0).max(1) as f64;
+        let sent = env.sim.take_send_times();
+        env.sim.record_send_times(false);
+        let received = std::mem::take(&mut *got.lock().unwrap());
+        let mut first: std::collections::HashMap<i64, Instant> = Default::default();
+        for (at, e) in received {
+            first.entry(e).or_insert(at);
+        }
+        let mut lat: Vec<Duration> = sent
+            .iter()
+            .filter_map(|(e, at)| first.get(e).map(|r| r.saturating_duration_since(*at)))
+            .collect();
+        lat.sort();
+        row(
+            &format!(
+                "{rate} ev/s: events in {:.1} s / journal rows",
+                elapsed.as_secs_f64()
+            ),
+            format!("{events:.0} / {rows:.0}"),
+        );
+        row(
+            &format!("{rate} ev/s: daemon CPU per event, µs"),
+            format!("{:.1}", cpu * 1e6 / events),
+        );
+        row(
+            &format!("{rate} ev/s: Postgres backends CPU per row, µs"),
+            format!("{:.1}", pg * 1e6 / rows),
+        );
+        row(
+            &format!("{rate} ev/s: redis-server CPU per event, µs"),
+            format!("{:.1}", rd * 1e6 / events),
+        );
+        if !lat.is_empty() {
+            row(
+                &format!("{rate} ev/s: send→Redis p50 / p99 / p99.9"),
+                format!(
+                    "{} / {} / {}",
+                    us(pct(&lat, 0.5)),
+                    us(pct(&lat, 0.99)),
+                    us(pct(&lat, 0.999))
+                ),
+            );
+        }
+    }
+    row("load1 at the end", format!("{:.2}", load1()));
+    let _ = sub.send(());
+    d.stop();
+    env.cleanup().await;
+}

@@ -88,16 +88,6 @@ impl SpotPool {
         })
     }
 
-    /// Live connections and their subscriptions (for `/metrics` and tests).
-    pub async fn loads(&self) -> Vec<usize> {
-        let conns = self.conns.lock().await;
-        conns
-            .iter()
-            .filter(|c| c.accepting())
-            .map(Conn::load)
-            .collect()
-    }
-
     /// Closes every connection.
     pub fn close(&self) {
         self.cancel.cancel();

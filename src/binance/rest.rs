@@ -78,13 +78,6 @@ pub fn http_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
 }
 
 impl RestClient {
-    /// The client of the top-level account, with its own pool and budget (`check`).
-    pub fn new(settings: &Settings) -> anyhow::Result<RestClient> {
-        let spec = settings.single_account();
-        let budget = Arc::new(budget_for(settings, spec.market));
-        RestClient::for_account(&spec, settings, http_client(settings)?, budget)
-    }
-
     /// One account's client on the shared pool and budget.
     pub fn for_account(
         spec: &AccountSpec,

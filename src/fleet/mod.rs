@@ -143,10 +143,6 @@ impl Fleet {
         }
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     fn start(&mut self, spec: AccountSpec) {
         let cancel = self.cancel.child_token();
         let health = Arc::new(StreamHealth::default());

@@ -83,15 +83,7 @@ async fn curve() {
         let sent = env.sim.take_send_times();
         env.sim.record_send_times(false);
         let received = std::mem::take(&mut *got.lock().unwrap());
-        let mut first: std::collections::HashMap<i64, Instant> = Default::default();
-        for (at, e) in received {
-            first.entry(e).or_insert(at);
-        }
-        let mut lat: Vec<Duration> = sent
-            .iter()
-            .filter_map(|(e, at)| first.get(e).map(|r| r.saturating_duration_since(*at)))
-            .collect();
-        lat.sort();
+        let lat = latencies(&sent, received);
         row(
             &format!(
                 "{rate} ev/s: events in {:.1} s / journal rows",

@@ -211,16 +211,7 @@ async fn latency() {
     d.stop();
     env.cleanup().await;
 
-    // First receipt per event time.
-    let mut first: std::collections::HashMap<i64, Instant> = Default::default();
-    for (at, e) in received {
-        first.entry(e).or_insert(at);
-    }
-    let mut lat: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(e, at)| first.get(e).map(|r| r.saturating_duration_since(*at)))
-        .collect();
-    lat.sort();
+    let lat = latencies(&sent, received);
     header(&format!(
         "latency ({rate} events/s, spot): sim send -> Redis subscriber receipt"
     ));

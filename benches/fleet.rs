@@ -186,15 +186,7 @@ async fn fleet() {
     spot.record_send_times(false);
     let _ = sub.send(());
     let received = std::mem::take(&mut *got.lock().unwrap());
-    let mut first: std::collections::HashMap<i64, Instant> = Default::default();
-    for (at, e) in received {
-        first.entry(e).or_insert(at);
-    }
-    let mut lat: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(e, at)| first.get(e).map(|r| r.saturating_duration_since(*at)))
-        .collect();
-    lat.sort();
+    let lat = latencies(&sent, received);
     row(
         &format!("busy s-0000: events at {busy_rate}/s"),
         busy_events.to_string(),

@@ -249,6 +249,21 @@ pub async fn settle() {
     }
 }
 
+/// Send → receipt of each sent event (`Sim::take_send_times`) that a message carried (its first
+/// receipt, from `latency_subscriber`), sorted.
+pub fn latencies(sent: &[(i64, Instant)], received: Vec<(Instant, i64)>) -> Vec<Duration> {
+    let mut first: std::collections::HashMap<i64, Instant> = Default::default();
+    for (at, e) in received {
+        first.entry(e).or_insert(at);
+    }
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(e, at)| first.get(e).map(|r| r.saturating_duration_since(*at)))
+        .collect();
+    lat.sort();
+    lat
+}
+
 pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]

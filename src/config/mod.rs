@@ -133,6 +133,8 @@ pub struct PostgresSettings {
     pub max_connections: u32,
     pub min_connections: u32,
     pub history_limit: usize,
+    /// Group commit: an idle writer gathers changes this long before its transaction.
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +396,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "postgres.min_connections",
                 "must not exceed postgres.max_connections",
+            ));
+        }
+        if self.postgres.linger_ms > 1_000 {
+            return Err(ConfigError::new(
+                "postgres.linger_ms",
+                "must be at most 1000 (it delays durability)",
             ));
         }
         if self.postgres.history_limit == 0 {

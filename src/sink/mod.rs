@@ -46,6 +46,7 @@ impl Sinks {
             let writer = tokio::spawn(postgres::run(
                 pool.clone(),
                 settings.postgres.history_limit,
+                Duration::from_millis(settings.postgres.linger_ms),
                 rx,
             ));
             (Some(pool), Some(tx), Some(writer))

@@ -103,9 +103,13 @@ impl Pending {
 }
 
 /// Runs until the channel closes and everything pending is written.
+/// `linger`: after the first change of an idle writer, how long more changes are gathered
+/// before the transaction starts (group commit: at low rates one transaction carries several
+/// events instead of one each; Postgres is write-behind, so subscribers do not wait for it).
 pub async fn run(
     pool: PgPool,
     history_limit: usize,
+    linger: Duration,
     mut rx: mpsc::UnboundedReceiver<AccountBatch>,
 ) {
     let mut pending = Pending::default();
@@ -122,6 +126,16 @@ pub async fn run(
             match rx.recv().await {
                 Some(b) => pending.add(b, history_limit, &mut dropped),
                 None => break,
+            }
+            let until = tokio::time::Instant::now() + linger;
+            while open && !linger.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    b = rx.recv() => match b {
+                        Some(b) => pending.add(b, history_limit, &mut dropped),
+                        None => open = false,
+                    },
+                }
             }
         }
         while let Ok(b) = rx.try_recv() {

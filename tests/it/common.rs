@@ -93,6 +93,17 @@ pub fn unique_account() -> String {
     format!("acct-{}", unique_suffix())
 }
 
+/// Debugging aid for in-process daemons: their logs on stderr when `ACCTSTATE_TEST_LOG` is set
+/// (e.g. `ACCTSTATE_TEST_LOG=acctstate=debug`).
+pub fn test_logs() {
+    if let Ok(filter) = std::env::var("ACCTSTATE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Settings from the given variables only (not the process environment), e.g.
 /// `[("DATABASE_URL", &url), ("ACCTSTATE__ACCOUNT_ID", "a1")]`.
 pub fn settings(pairs: &[(&str, &str)]) -> Settings {

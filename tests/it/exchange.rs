@@ -42,13 +42,7 @@ impl Drop for Daemon {
 /// Starts `run_daemon` against `sim` without waiting for readiness; `extra` variables override
 /// the defaults (e.g. `BINANCE_API_SECRET`).
 async fn spawn_daemon(sim: &Sim, extra: &[(&str, &str)]) -> Daemon {
-    if let Ok(filter) = std::env::var("ACCTSTATE_TEST_LOG") {
-        // Debugging aid: the daemon's logs on stderr, e.g. ACCTSTATE_TEST_LOG=acctstate=debug.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
+    test_logs();
     let (db_url, pool) = fresh_db().await;
     let prefix = unique_prefix();
     let account = unique_account();

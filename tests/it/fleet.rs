@@ -44,13 +44,7 @@ impl Drop for Fleet {
 impl Fleet {
     /// Starts a fleet over `accounts` (TOML), with `extra` settings.
     async fn start(accounts: &str, extra: &[(&str, &str)]) -> Fleet {
-        if let Ok(filter) = std::env::var("ACCTSTATE_TEST_LOG") {
-            // Debugging aid: the daemon's logs on stderr, e.g. ACCTSTATE_TEST_LOG=acctstate=debug.
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
+        test_logs();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("accounts.toml");
         std::fs::write(&file, accounts).unwrap();

@@ -438,7 +438,11 @@ async fn late_subscriber_converges() {
     let core = start_core(None, Some((&redis_url(), &prefix)), &account).await;
     wait_publisher_up(&prefix, &account).await;
     let updates = trading_updates(6000);
+    // The feeder runs on while the subscriber starts and reads; should the subscriber be slow
+    // (a loaded machine), the feeder waits for its read at 3,000 so that 3,000 changes always
+    // come after it.
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (read_tx, mut read_rx) = tokio::sync::oneshot::channel::<()>();
     let feeder = {
         let cache = core.cache.clone();
         tokio::spawn(async move {
@@ -449,6 +453,9 @@ async fn late_subscriber_converges() {
                 {
                     let _ = tx.send(());
                 }
+                if i == 3000 {
+                    let _ = (&mut read_rx).await;
+                }
                 cache.apply_and_wait(t, u).await.unwrap();
             }
         })
@@ -458,6 +465,7 @@ async fn late_subscriber_converges() {
     let client = redis_client().await;
     let mut local = RedisState::read(&client, &prefix, &account).await;
     let read_seq = local.seq.expect("P:seq");
+    let _ = read_tx.send(());
     feeder.await.unwrap();
     let view = core.cache.view().await.unwrap();
     assert!(

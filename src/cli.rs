@@ -112,10 +112,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread by default: an event then crosses the connection, session, actor and sink
+    // tasks without waking another thread (`runtime.worker_threads`, BENCHMARKS.md).
+    let threads = settings.runtime.worker_threads;
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("acctstate: cannot start the runtime: {e}");

@@ -43,7 +43,8 @@ pub fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// User + system CPU seconds of `pid` (`self` for this process).
+/// User + system CPU seconds of `pid` (`self` for this process), in 10 ms ticks (this kernel
+/// has no schedstat): over `COST_SECS` = 30 at 20 ev/s that is ±17 µs per event.
 pub fn cpu_secs(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`: state is field 3; utime 14, stime 15.

@@ -69,6 +69,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub runtime: RuntimeSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +161,12 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ShutdownSettings {
     pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuntimeSettings {
+    /// 1: tokio's current-thread scheduler; more: its multi-thread scheduler with that many.
+    pub worker_threads: usize,
 }
 
 impl Settings {
@@ -402,6 +409,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "postgres.linger_ms",
                 "must be at most 1000 (it delays durability)",
+            ));
+        }
+        if !(1..=64).contains(&self.runtime.worker_threads) {
+            return Err(ConfigError::new(
+                "runtime.worker_threads",
+                "must be between 1 and 64",
             ));
         }
         if self.postgres.history_limit == 0 {

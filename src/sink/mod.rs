@@ -6,6 +6,7 @@
 pub mod postgres;
 pub mod redis;
 pub mod resume;
+pub mod rows;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Postgres, Transaction};
 use tokio::sync::mpsc;
 
-use crate::account::{AccountBatch, Change, ChangeBatch, Entity, Kind};
+use super::rows::{Columns, Row};
+use crate::account::{AccountBatch, ChangeBatch, Kind};
 use crate::config::PostgresSettings;
 
 /// The embedded migrations.
@@ -206,15 +205,10 @@ pub async fn run(
     );
 }
 
-fn ts(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-/// A change with the account it belongs to.
-type Row<'a> = (&'a str, &'a Change);
-
+/// Writes one batch: one statement per `CHUNK` rows (`rows::WRITE_SQL`: every table at once),
+/// so the common batch is one round trip in its own implicit transaction; a backlog of several
+/// chunks goes in one explicit transaction.
 async fn write(pool: &PgPool, p: &Pending) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await.context("begin transaction")?;
     let mut history: Vec<Row<'_>> = Vec::with_capacity(p.history_len);
     for b in &p.history {
         for c in b.changes.iter() {
@@ -225,269 +219,26 @@ async fn write(pool: &PgPool, p: &Pending) -> anyhow::Result<()> {
     for ((a, _, _), (b, i)) in &p.state {
         state.push((a, &b[*i]));
     }
-    write_journal(&mut tx, &history).await?;
-    write_fills(&mut tx, &history).await?;
-    write_state(&mut tx, &state).await?;
+    let statements = history.len().max(state.len()).div_ceil(CHUNK).max(1);
+    let chunk = |rows: &[Row<'_>], k: usize| -> std::ops::Range<usize> {
+        (k * CHUNK).min(rows.len())..((k + 1) * CHUNK).min(rows.len())
+    };
+    if statements == 1 {
+        let cols = Columns::build(&history, &state)?;
+        cols.query().execute(pool).await.context("write batch")?;
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.context("begin transaction")?;
+    for k in 0..statements {
+        let cols = Columns::build(&history[chunk(&history, k)], &state[chunk(&state, k)])?;
+        cols.query()
+            .execute(&mut *tx)
+            .await
+            .context("write batch chunk")?;
+    }
     tx.commit().await.context("commit")?;
     Ok(())
 }
 
 /// Rows per statement, so one huge backlog does not become one huge statement.
 const CHUNK: usize = 5000;
-
-async fn write_journal(
-    tx: &mut Transaction<'static, Postgres>,
-    all: &[Row<'_>],
-) -> anyhow::Result<()> {
-    for chunk in all.chunks(CHUNK) {
-        let mut account = Vec::with_capacity(chunk.len());
-        let mut seq = Vec::with_capacity(chunk.len());
-        let mut kind = Vec::with_capacity(chunk.len());
-        let mut key = Vec::with_capacity(chunk.len());
-        let mut data = Vec::with_capacity(chunk.len());
-        let mut source = Vec::with_capacity(chunk.len());
-        let mut event_time = Vec::with_capacity(chunk.len());
-        for (a, c) in chunk {
-            account.push(*a);
-            seq.push(c.seq);
-            kind.push(c.kind().as_str());
-            key.push(c.key());
-            // JSON text, cast to jsonb by Postgres: no `serde_json::Value` tree per change.
-            data.push(serde_json::to_string(&c.entity).context("serialize change")?);
-            source.push(c.source.as_str());
-            event_time.push(ts(c.event_time));
-        }
-        sqlx::query(
-            "INSERT INTO account_changes (account_id, seq, kind, key, data, source, event_time)
-             SELECT u.account_id, u.seq, u.kind, u.key, u.data::jsonb, u.source, u.event_time
-             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::timestamptz[])
-                 AS u(account_id, seq, kind, key, data, source, event_time)
-             ON CONFLICT (account_id, seq) DO NOTHING",
-        )
-        .bind(&account)
-        .bind(&seq)
-        .bind(&kind)
-        .bind(&key)
-        .bind(&data)
-        .bind(&source)
-        .bind(&event_time)
-        .execute(&mut **tx)
-        .await
-        .context("insert account_changes")?;
-    }
-    Ok(())
-}
-
-async fn write_fills(
-    tx: &mut Transaction<'static, Postgres>,
-    changes: &[Row<'_>],
-) -> anyhow::Result<()> {
-    let fills: Vec<(&str, i64, &crate::account::Fill)> = changes
-        .iter()
-        .filter_map(|&(a, c)| match &c.entity {
-            Entity::Fill(f) => Some((a, c.seq, f)),
-            _ => None,
-        })
-        .collect();
-    for chunk in fills.chunks(CHUNK) {
-        let mut cols = FillColumns::default();
-        for (a, seq, f) in chunk {
-            cols.push(a, *seq, f);
-        }
-        sqlx::query(
-            "INSERT INTO fills (account_id, symbol, trade_id, order_id, side, price, qty, quote_qty,
-                                commission, commission_asset, is_maker, realized_pnl, traded_at, seq)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                 $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[], $10::text[], $11::bool[],
-                 $12::numeric[], $13::timestamptz[], $14::bigint[])
-             ON CONFLICT (account_id, symbol, trade_id) DO NOTHING",
-        )
-        .bind(&cols.account)
-        .bind(&cols.symbol)
-        .bind(&cols.trade_id)
-        .bind(&cols.order_id)
-        .bind(&cols.side)
-        .bind(&cols.price)
-        .bind(&cols.qty)
-        .bind(&cols.quote_qty)
-        .bind(&cols.commission)
-        .bind(&cols.commission_asset)
-        .bind(&cols.is_maker)
-        .bind(&cols.realized_pnl)
-        .bind(&cols.traded_at)
-        .bind(&cols.seq)
-        .execute(&mut **tx)
-        .await
-        .context("insert fills")?;
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct FillColumns {
-    account: Vec<String>,
-    symbol: Vec<String>,
-    trade_id: Vec<i64>,
-    order_id: Vec<i64>,
-    side: Vec<String>,
-    price: Vec<Decimal>,
-    qty: Vec<Decimal>,
-    quote_qty: Vec<Decimal>,
-    commission: Vec<Decimal>,
-    commission_asset: Vec<Option<String>>,
-    is_maker: Vec<bool>,
-    realized_pnl: Vec<Option<Decimal>>,
-    traded_at: Vec<DateTime<Utc>>,
-    seq: Vec<i64>,
-}
-
-impl FillColumns {
-    fn push(&mut self, account: &str, seq: i64, f: &crate::account::Fill) {
-        self.account.push(account.to_owned());
-        self.symbol.push(f.symbol.clone());
-        self.trade_id.push(f.trade_id);
-        self.order_id.push(f.order_id);
-        self.side.push(f.side.clone());
-        self.price.push(f.price);
-        self.qty.push(f.qty);
-        self.quote_qty.push(f.quote_qty);
-        self.commission.push(f.commission);
-        self.commission_asset.push(f.commission_asset.clone());
-        self.is_maker.push(f.is_maker);
-        self.realized_pnl.push(f.realized_pnl);
-        self.traded_at.push(ts(f.traded_at));
-        self.seq.push(seq);
-    }
-}
-
-async fn write_state(
-    tx: &mut Transaction<'static, Postgres>,
-    changes: &[Row<'_>],
-) -> anyhow::Result<()> {
-    let mut balances = Vec::new();
-    let mut positions = Vec::new();
-    let mut orders = Vec::new();
-    for &(a, c) in changes {
-        match &c.entity {
-            Entity::Balance(b) => balances.push((a, c.seq, b)),
-            Entity::Position(p) => positions.push((a, c.seq, p)),
-            Entity::Order(o) => orders.push((a, c.seq, o)),
-            Entity::Fill(_) | Entity::Status(_) => {}
-        }
-    }
-    for chunk in balances.chunks(CHUNK) {
-        sqlx::query(
-            "INSERT INTO balances AS t (account_id, asset, free, locked, total, wallet_balance,
-                                        cross_wallet_balance, seq, updated_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                 $6::numeric[], $7::numeric[], $8::bigint[], $9::timestamptz[])
-             ON CONFLICT (account_id, asset) DO UPDATE SET
-                 free = excluded.free, locked = excluded.locked, total = excluded.total,
-                 wallet_balance = excluded.wallet_balance,
-                 cross_wallet_balance = excluded.cross_wallet_balance,
-                 seq = excluded.seq, updated_at = excluded.updated_at
-             WHERE t.seq < excluded.seq",
-        )
-        .bind(chunk.iter().map(|(a, _, _)| *a).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|(_, _, b)| b.asset.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|(_, _, b)| b.free).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, b)| b.locked).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, b)| b.total).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|(_, _, b)| b.wallet_balance)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            chunk
-                .iter()
-                .map(|(_, _, b)| b.cross_wallet_balance)
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|(_, s, _)| *s).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|(_, _, b)| ts(b.updated_at))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut **tx)
-        .await
-        .context("upsert balances")?;
-    }
-    for chunk in positions.chunks(CHUNK) {
-        sqlx::query(
-            "INSERT INTO positions AS t (account_id, symbol, position_side, amount, entry_price,
-                 breakeven_price, unrealized_pnl, realized_pnl, margin_type, isolated_wallet, seq, updated_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[],
-                 $7::numeric[], $8::numeric[], $9::text[], $10::numeric[], $11::bigint[], $12::timestamptz[])
-             ON CONFLICT (account_id, symbol, position_side) DO UPDATE SET
-                 amount = excluded.amount, entry_price = excluded.entry_price,
-                 breakeven_price = excluded.breakeven_price, unrealized_pnl = excluded.unrealized_pnl,
-                 realized_pnl = excluded.realized_pnl, margin_type = excluded.margin_type,
-                 isolated_wallet = excluded.isolated_wallet, seq = excluded.seq,
-                 updated_at = excluded.updated_at
-             WHERE t.seq < excluded.seq",
-        )
-        .bind(chunk.iter().map(|(a, _, _)| *a).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.symbol.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.position_side.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.amount).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.entry_price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.breakeven_price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.unrealized_pnl).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.realized_pnl).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.margin_type.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| p.isolated_wallet).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, s, _)| *s).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, p)| ts(p.updated_at)).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await
-        .context("upsert positions")?;
-    }
-    for chunk in orders.chunks(CHUNK) {
-        sqlx::query(
-            "INSERT INTO orders AS t (account_id, symbol, order_id, client_order_id, side, order_type,
-                 time_in_force, status, price, stop_price, orig_qty, executed_qty, cum_quote_qty,
-                 created_at, updated_at, seq)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                 $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[],
-                 $13::numeric[], $14::timestamptz[], $15::timestamptz[], $16::bigint[])
-             ON CONFLICT (account_id, symbol, order_id) DO UPDATE SET
-                 client_order_id = excluded.client_order_id, side = excluded.side,
-                 order_type = excluded.order_type, time_in_force = excluded.time_in_force,
-                 status = excluded.status, price = excluded.price, stop_price = excluded.stop_price,
-                 orig_qty = excluded.orig_qty, executed_qty = excluded.executed_qty,
-                 cum_quote_qty = excluded.cum_quote_qty, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, seq = excluded.seq
-             WHERE t.seq < excluded.seq",
-        )
-        .bind(chunk.iter().map(|(a, _, _)| *a).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.symbol.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.order_id).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.client_order_id.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.side.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.order_type.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.time_in_force.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.status.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.stop_price).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.orig_qty).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.executed_qty).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| o.cum_quote_qty).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| ts(o.created_at)).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, _, o)| ts(o.updated_at)).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, s, _)| *s).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await
-        .context("upsert orders")?;
-    }
-    Ok(())
-}

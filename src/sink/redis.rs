@@ -217,23 +217,21 @@ enum Published {
     Refused(Option<i64>),
 }
 
-/// Writes and publishes one batch of changes atomically, if Redis still holds what this
-/// publisher wrote last (`expected`, the seq it left in `P:seq`).
-async fn publish(
-    client: &Client,
+/// The publish script's ARGV for one batch (see `PUBLISH_LUA`): every entity serialized once,
+/// for its hash field and inside its message. Pure, so the hot path's instruction count can be
+/// measured without a server (`benches/hotpath.rs`).
+pub fn publish_args(
     keys: &Keys,
     maxlen: u64,
     expected: Option<i64>,
     changes: &[&Change],
-) -> anyhow::Result<Published> {
-    let Some(last) = changes.last() else {
-        return Ok(Published::Written);
-    };
+) -> anyhow::Result<Vec<Value>> {
+    let last = changes.last().map_or(0, |c| c.seq);
     let mut args: Vec<Value> = Vec::with_capacity(3 + 7 * changes.len());
     args.push(Value::from(
         expected.map(|s| s.to_string()).unwrap_or_default(),
     ));
-    args.push(Value::from(last.seq));
+    args.push(Value::from(last));
     args.push(Value::from(i64::try_from(maxlen).unwrap_or(i64::MAX)));
     for c in changes {
         let data = entity_json(&c.entity)?;
@@ -253,6 +251,22 @@ async fn publish(
         args.push(Value::from(msg));
         args.push(Value::from(format!("{}-0", c.seq)));
     }
+    Ok(args)
+}
+
+/// Writes and publishes one batch of changes atomically, if Redis still holds what this
+/// publisher wrote last (`expected`, the seq it left in `P:seq`).
+async fn publish(
+    client: &Client,
+    keys: &Keys,
+    maxlen: u64,
+    expected: Option<i64>,
+    changes: &[&Change],
+) -> anyhow::Result<Published> {
+    if changes.is_empty() {
+        return Ok(Published::Written);
+    }
+    let args = publish_args(keys, maxlen, expected, changes)?;
     let script_keys = vec![
         keys.seq.clone(),
         keys.balances.clone(),

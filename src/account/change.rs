@@ -98,22 +98,55 @@ impl Entity {
 }
 
 /// One numbered change of the account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Change {
     pub seq: i64,
     pub source: Source,
     /// The exchange's event time (or the snapshot's time) in milliseconds.
     pub event_time: Millis,
     pub entity: Entity,
+    /// The entity's JSON, made by the first sink that needs it (the Redis hash field and
+    /// message `data`, the journal's `data`): each entity is serialized once, not once per sink.
+    json: std::sync::OnceLock<Box<str>>,
 }
 
+impl PartialEq for Change {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+            && self.source == other.source
+            && self.event_time == other.event_time
+            && self.entity == other.entity
+    }
+}
+
+impl Eq for Change {}
+
 impl Change {
+    pub fn new(seq: i64, source: Source, event_time: Millis, entity: Entity) -> Self {
+        Change {
+            seq,
+            source,
+            event_time,
+            entity,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         self.entity.kind()
     }
 
     pub fn key(&self) -> String {
         self.entity.key()
+    }
+
+    /// The entity as JSON text, serialized on first use and kept.
+    pub fn json(&self) -> Result<&str, serde_json::Error> {
+        if let Some(s) = self.json.get() {
+            return Ok(s);
+        }
+        let s = serde_json::to_string(&self.entity)?.into_boxed_str();
+        Ok(self.json.get_or_init(|| s))
     }
 
     /// The JSON object of the contract's Redis message (§4).

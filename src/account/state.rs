@@ -388,12 +388,8 @@ struct Emitter {
 impl Emitter {
     fn emit(&mut self, entity: Entity) {
         self.seq += 1;
-        self.changes.push(Change {
-            seq: self.seq,
-            source: self.source,
-            event_time: self.event_time,
-            entity,
-        });
+        self.changes
+            .push(Change::new(self.seq, self.source, self.event_time, entity));
     }
 }
 

@@ -234,8 +234,8 @@ pub fn publish_args(
     args.push(Value::from(last));
     args.push(Value::from(i64::try_from(maxlen).unwrap_or(i64::MAX)));
     for c in changes {
-        let data = entity_json(&c.entity)?;
-        let msg = Str::from(message_text(&keys.account_json, c, &data));
+        let data = c.json().context("serialize entity")?;
+        let msg = Str::from(message_text(&keys.account_json, c, data));
         let (hash, op, field): (i64, &str, String) = match &c.entity {
             Entity::Balance(b) => (2, "s", b.asset.clone()),
             Entity::Position(p) => (3, "s", p.key()),
@@ -601,11 +601,11 @@ mod tests {
     #[test]
     fn message_text_is_the_contract_message() {
         let keys = Keys::new("acctstate", "ma\"in");
-        let c = Change {
-            seq: 42,
-            source: Source::Stream,
-            event_time: 1_700_000_000_000,
-            entity: Entity::Balance(Balance {
+        let c = Change::new(
+            42,
+            Source::Stream,
+            1_700_000_000_000,
+            Entity::Balance(Balance {
                 asset: "BTC".into(),
                 free: Decimal::new(15, 1),
                 locked: Decimal::ZERO,
@@ -614,8 +614,8 @@ mod tests {
                 cross_wallet_balance: None,
                 updated_at: 1_700_000_000_000,
             }),
-        };
-        let text = message_text(&keys.account_json, &c, &entity_json(&c.entity).unwrap());
+        );
+        let text = message_text(&keys.account_json, &c, c.json().unwrap());
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, c.message(&keys.account_id));
         assert_eq!(&*keys.channel_str(Kind::Order), keys.channel(Kind::Order));

@@ -92,7 +92,7 @@ struct Journal<'a> {
     seq: Vec<i64>,
     kind: Vec<&'static str>,
     key: Vec<String>,
-    data: Vec<String>,
+    data: Vec<&'a str>,
     source: Vec<&'static str>,
     event_time: Vec<DateTime<Utc>>,
 }
@@ -263,9 +263,8 @@ impl<'a> Journal<'a> {
         self.seq.push(c.seq);
         self.kind.push(c.kind().as_str());
         self.key.push(c.key());
-        // JSON text, cast to jsonb by Postgres: no `serde_json::Value` tree per change.
-        self.data
-            .push(serde_json::to_string(&c.entity).context("serialize change")?);
+        // JSON text (shared with the Redis publisher), cast to jsonb by Postgres.
+        self.data.push(c.json().context("serialize change")?);
         self.source.push(c.source.as_str());
         self.event_time.push(ts(c.event_time));
         Ok(())

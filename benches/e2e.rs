@@ -15,8 +15,9 @@
 //! - `latency`: 2,000 events/s; from the sim queueing an event to its WebSocket writer (the
 //!   `Sim::record_send_times` hook) to a Redis subscriber receiving the message carrying that
 //!   event's `E` as `event_time`.
-//! - `memory`: the daemon's `VmRSS` idle, with 1,000 assets + 10,000 open orders loaded by the
-//!   snapshot, and every 100k events up to 1,000,000 (caught up before each sample).
+//! - `memory`: the daemon's `VmRSS` idle; its peak (`VmHWM`) loading 1,000 assets + 10,000 open
+//!   orders by the snapshot, then `VmRSS` loaded and settled; every 100k events up to
+//!   `E2E_MEMORY_EVENTS` (default 1,000,000; caught up before each sample).
 //! - `outage`: Postgres behind a TCP proxy, 1,000 events/s, cut for 60 s: RSS and
 //!   `acctstate_pg_queue_depth` during the cut, catch-up time after the restore.
 
@@ -260,9 +261,12 @@ async fn memory() {
         view["open_orders"].as_object().map_or(0, |m| m.len()),
     );
     env.wait_complete(&d, WAIT).await;
+    let peak = peak_rss_mib(d.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded = rss_mib(d.pid());
     let loaded_load = load1();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = rss_mib(d.pid());
 
     header("memory (daemon VmRSS, its own process)");
     row(
@@ -270,13 +274,19 @@ async fn memory() {
         format!("{idle:.1}  (load1 {idle_load:.2})"),
     );
     row(
-        &format!("loaded: {assets} assets + {orders} open orders, MiB"),
+        &format!("loading {assets} assets + {orders} open orders: peak (VmHWM), MiB"),
+        format!("{peak:.1}"),
+    );
+    row(
+        "loaded, 2 s after the sinks caught up, MiB",
         format!("{loaded:.1}  (load1 {loaded_load:.2})"),
     );
-    // 1,000,000 events at full speed, caught up before each sample.
+    row("settled, 12 s after, MiB", format!("{settled:.1}"));
+    // E2E_MEMORY_EVENTS (default 1,000,000) at full speed in bursts of 100k, caught up before
+    // each sample.
     let t0 = Instant::now();
     let mut total = 0usize;
-    for _ in 0..10 {
+    for _ in 0..env_usize("E2E_MEMORY_EVENTS", 1_000_000).div_ceil(100_000) {
         total += env.sim.run(100_000, None).await;
         env.wait_complete(&d, Duration::from_secs(600)).await;
         let open = d.metric("acctstate_open_orders").await;

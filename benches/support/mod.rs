@@ -14,7 +14,11 @@ use acctstate::sim::{DEMO_API_KEY, DEMO_API_SECRET, Sim, SimConfig, SimMarket};
 
 use crate::common::{fresh_db, redis_client, redis_url, unique_account, unique_prefix};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_acctstate");
+/// The daemon binary: this build's, or `BENCH_BIN` (another build, for a before/after pair in
+/// one run; or a wrapper script such as `exec heaptrack -o FILE acctstate "$@"`).
+pub fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_acctstate").to_owned())
+}
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -34,10 +38,19 @@ pub fn load1() -> f64 {
 
 /// `VmRSS` of `pid` in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// `VmHWM` of `pid` in MiB: its peak RSS so far.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -84,7 +97,7 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `acctstate run` and waits for its HTTP address (not for readiness).
     pub async fn spawn(vars: &[(&str, String)]) -> Daemon {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("run");
         for (k, _) in std::env::vars() {
             if k.starts_with("ACCTSTATE__")

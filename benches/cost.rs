@@ -65,13 +65,9 @@ async fn curve() {
 async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
     let env = Env::new().await;
     let db = env.db_url.rsplit('/').next().unwrap_or_default().to_owned();
-    let mut vars = env.vars(&env.db_url);
-    vars.push(("ACCTSTATE__RUNTIME__WORKER_THREADS", threads.to_string()));
-    let d = Daemon::start(&vars).await;
-    env.sim
-        .wait_for_subscriber(WAIT)
-        .await
-        .expect("daemon subscribes");
+    let d = env
+        .daemon_with(&[("ACCTSTATE__RUNTIME__WORKER_THREADS", threads.to_string())])
+        .await;
     let (sub, got) = latency_subscriber(&env.prefix, &env.account).await;
     // Warm up (connections, allocator), unmeasured.
     env.sim.run(1_000, Some(1_000)).await;

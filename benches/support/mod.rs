@@ -383,7 +383,14 @@ impl Env {
     }
 
     pub async fn daemon(&self) -> Daemon {
-        let d = Daemon::start(&self.vars(&self.db_url)).await;
+        self.daemon_with(&[]).await
+    }
+
+    /// `daemon` with `extra` variables after the usual ones.
+    pub async fn daemon_with(&self, extra: &[(&'static str, String)]) -> Daemon {
+        let mut vars = self.vars(&self.db_url);
+        vars.extend_from_slice(extra);
+        let d = Daemon::start(&vars).await;
         self.sim
             .wait_for_subscriber(WAIT)
             .await

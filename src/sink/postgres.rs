@@ -223,15 +223,19 @@ async fn write(pool: &PgPool, p: &Pending) -> anyhow::Result<()> {
     let chunk = |rows: &[Row<'_>], k: usize| -> std::ops::Range<usize> {
         (k * CHUNK).min(rows.len())..((k + 1) * CHUNK).min(rows.len())
     };
+    let columns = |k| Columns::build(&history[chunk(&history, k)], &state[chunk(&state, k)]);
     if statements == 1 {
-        let cols = Columns::build(&history, &state)?;
-        cols.query().execute(pool).await.context("write batch")?;
+        columns(0)?
+            .query()
+            .execute(pool)
+            .await
+            .context("write batch")?;
         return Ok(());
     }
     let mut tx = pool.begin().await.context("begin transaction")?;
     for k in 0..statements {
-        let cols = Columns::build(&history[chunk(&history, k)], &state[chunk(&state, k)])?;
-        cols.query()
+        columns(k)?
+            .query()
             .execute(&mut *tx)
             .await
             .context("write batch chunk")?;

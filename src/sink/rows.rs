@@ -4,6 +4,7 @@
 //! accounts run at, the round trips and their wake-ups were most of the writer's cost
 //! (BENCHMARKS.md). Pure column building; `postgres.rs` owns the connection and the retries.
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
@@ -258,7 +259,6 @@ impl<'a> Columns<'a> {
 
 impl<'a> Journal<'a> {
     fn push(&mut self, account: &'a str, c: &'a Change) -> anyhow::Result<()> {
-        use anyhow::Context;
         self.account.push(account);
         self.seq.push(c.seq);
         self.kind.push(c.kind().as_str());

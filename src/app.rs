@@ -115,6 +115,7 @@ pub async fn run_fleet(
         let _ = tx.send(addr);
     }
     let notifier = tokio::spawn(systemd_notifier(http_state));
+    let heap = tokio::spawn(crate::heap::release_freed());
     let mut fleet = Fleet::new(shared, CancellationToken::new());
     let started = fleet.reconcile(specs).await;
     tracing::info!(
@@ -148,6 +149,7 @@ pub async fn run_fleet(
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     notifier.abort();
+    heap.abort();
     tracing::info!(
         event = "drain_started",
         "draining: writing every queued change"

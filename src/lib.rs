@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fleet;
+pub mod heap;
 pub mod http;
 pub mod sim;
 pub mod sink;

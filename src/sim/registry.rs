@@ -180,7 +180,7 @@ impl Core {
     /// its event type.
     fn deliver_for(&self, a: usize, ev: &Value, key: Option<&str>) -> u64 {
         let mut n = 0;
-        let raw = ev.to_string();
+        let raw = production_layout(ev);
         let event_type = ev.get("e").and_then(Value::as_str).unwrap_or("");
         for c in self.conns.values() {
             let text = match (self.market, c.subs.get(&a), key) {
@@ -321,5 +321,52 @@ impl Core {
         for (_, c) in std::mem::take(&mut self.conns) {
             let _ = c.tx.send(make());
         }
+    }
+}
+
+/// An event's text as Binance lays it out: `"e"` first, then `"E"`, then the other fields
+/// (serde_json's map sorts keys, which would put `"E"` and every capital before `"e"`). The
+/// daemon reads `"e"` in first place without a second parse; a sim that sorted the keys would
+/// send a layout production does not, and never exercise the one it does.
+fn production_layout(ev: &Value) -> String {
+    let Some(map) = ev.as_object() else {
+        return ev.to_string();
+    };
+    let mut out = String::with_capacity(64 * map.len());
+    out.push('{');
+    let leading = ["e", "E"];
+    let fields = leading
+        .iter()
+        .filter_map(|k| map.get_key_value(*k))
+        .chain(map.iter().filter(|(k, _)| !leading.contains(&k.as_str())));
+    for (i, (k, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(k.as_str()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// `"e"` then `"E"` lead, as production sends them; nothing is lost or changed.
+    #[test]
+    fn events_are_laid_out_as_production_sends_them() {
+        let ev = json!({"s": "ETHBTC", "E": 1499405658658_i64, "C": "", "e": "executionReport", "q": "1.0"});
+        let text = super::production_layout(&ev);
+        assert!(
+            text.starts_with(r#"{"e":"executionReport","E":1499405658658,"#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            ev
+        );
     }
 }

@@ -214,22 +214,28 @@ async fn account(State(s): State<HttpState>, Query(q): Query<HashMap<String, Str
             format!("account `{}` is starting", entry.id),
         );
     };
-    match cache.view().await {
-        Ok(v) => axum::Json(json!({
-            "account_id": v.account_id,
-            "market": v.market,
-            "seq": v.seq,
-            "balances": v.balances,
-            "positions": v.positions,
-            "open_orders": v.open_orders,
-            "stream": entry.health.to_json(),
-        }))
-        .into_response(),
+    // Serialized on the actor, straight from the cache: no copy of the account, no JSON tree.
+    let stream = entry.health.to_json();
+    let body = cache.read(move |view| serde_json::to_vec(&AccountBody { view, stream }));
+    match body.await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot serialize the account: {e}"),
+        ),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "cache actor stopped".into(),
         ),
     }
+}
+
+/// The body of `/v1/account`: the view and the stream's status.
+#[derive(serde::Serialize)]
+struct AccountBody<'a> {
+    #[serde(flatten)]
+    view: crate::account::ViewRef<'a>,
+    stream: serde_json::Value,
 }
 
 /// `/v1/accounts`: one entry per account.

@@ -10,5 +10,5 @@ pub mod update;
 pub use actor::{AccountBatch, CacheHandle, ChangeBatch, Counts};
 pub use change::{Change, Entity, Kind, Source};
 pub use model::{Balance, Fill, Market, Millis, Order, OrderStatus, Position};
-pub use state::{AccountState, AccountView};
+pub use state::{AccountState, AccountView, ViewRef};
 pub use update::{BalancePatch, Snapshot, Update};

@@ -45,6 +45,19 @@ pub struct AccountView {
     pub open_orders: BTreeMap<String, Order>,
 }
 
+/// The cache as readers see it, borrowed: what `CacheHandle::read` hands a reader that runs
+/// on the actor (serializing `/v1/account`, the Redis resync) without copying the account.
+/// Serializes exactly as `AccountView`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ViewRef<'a> {
+    pub account_id: &'a str,
+    pub market: Market,
+    pub seq: i64,
+    pub balances: &'a BTreeMap<String, Balance>,
+    pub positions: &'a BTreeMap<String, Position>,
+    pub open_orders: &'a BTreeMap<String, Order>,
+}
+
 /// A bounded set of recently seen keys (stored as 64-bit hashes), oldest forgotten first.
 #[derive(Debug)]
 struct RecentSet {
@@ -193,6 +206,18 @@ impl AccountState {
             balances: self.balances.clone(),
             positions: self.positions.clone(),
             open_orders: self.open_orders.clone(),
+        }
+    }
+
+    /// The view, borrowed.
+    pub fn view_ref(&self) -> ViewRef<'_> {
+        ViewRef {
+            account_id: &self.account_id,
+            market: self.market,
+            seq: self.last_seq,
+            balances: &self.balances,
+            positions: &self.positions,
+            open_orders: &self.open_orders,
         }
     }
 

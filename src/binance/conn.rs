@@ -27,19 +27,8 @@ use super::connect::{OpenError, StreamConfig, Ws, subscribe_outcome, subscribe_r
 use super::convert::{self, Frame, SpotRoute};
 use super::rest::RestClient;
 
-/// What a connection tells a session.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A text frame of this session's account.
-    Frame(Utf8Bytes),
-    /// The connection is going away (`serverShutdown`): move to a new one now.
-    Moved(String),
-    /// The connection ended: what follows needs a new connection and a resync.
-    Down(String),
-}
-
-/// A session's end of a route.
-pub type Inbox = mpsc::UnboundedSender<Inbound>;
+use super::inbox::Refused;
+pub use super::inbox::{Inbound, Inbox};
 
 enum Cmd {
     Subscribe {
@@ -156,6 +145,7 @@ fn spawn(ws: Ws, cfg: StreamConfig, routes: Routes, cancel: CancellationToken) -
         load: conn.load.clone(),
         accepting: conn.accepting.clone(),
         next_request: 0,
+        stalled: None,
     };
     tokio::spawn(task.run(rx, cancel));
     conn
@@ -169,6 +159,9 @@ struct Task {
     load: Arc<AtomicUsize>,
     accepting: Arc<AtomicBool>,
     next_request: u64,
+    /// A frame its session had no room for, and its inbox: until it is queued the socket is
+    /// not read (back-pressure, `inbox`), the commands and timers still run.
+    stalled: Option<(Inbox, Utf8Bytes)>,
 }
 
 /// How long a subscription request may wait for its answer.
@@ -184,6 +177,9 @@ impl Task {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.reset();
         let mut moved = false;
+        // Registered with the timer once, not once per frame.
+        let rotate = tokio::time::sleep_until(rotate_at);
+        tokio::pin!(rotate);
         let reason = loop {
             let unanswered = async {
                 match pong_due {
@@ -191,9 +187,26 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let room = async {
+                match &self.stalled {
+                    Some((inbox, text)) => inbox.frame(text.clone()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break "stopping".to_owned(),
-                msg = self.ws.next() => {
+                queued = room => {
+                    // The session made room (or is gone: its frame goes with it); read on.
+                    let single = matches!(self.routes, Routes::Single(_));
+                    self.stalled = None;
+                    // An answer to a ping sent before the stall may be among what is unread.
+                    pong_due = None;
+                    last_frame = Instant::now();
+                    if !queued && single {
+                        break "no longer needed".to_owned();
+                    }
+                }
+                msg = self.ws.next(), if self.stalled.is_none() => {
                     last_frame = Instant::now();
                     pong_due = None;
                     match msg {
@@ -238,6 +251,12 @@ impl Task {
                     None => break "no longer needed".to_owned(),
                 },
                 _ = ping.tick() => {
+                    self.expire_requests();
+                    // While stalled the socket is not read, so no answer could be seen: the
+                    // frames waiting are the connection's sign of life.
+                    if self.stalled.is_some() {
+                        continue;
+                    }
                     if last_frame.elapsed() > self.cfg.idle_timeout {
                         break format!("silent for {} s", self.cfg.idle_timeout.as_secs());
                     }
@@ -245,14 +264,13 @@ impl Task {
                         break "ping failed".to_owned();
                     }
                     pong_due.get_or_insert(Instant::now() + self.cfg.pong_timeout);
-                    self.expire_requests();
                 }
-                _ = unanswered => {
+                _ = unanswered, if self.stalled.is_none() => {
                     break format!("no answer to a ping within {} s (half-open connection)", self.cfg.pong_timeout.as_secs());
                 }
                 // As before sharing: the rotation is a reconnect (and a resync) of every account
                 // on the connection, once a day.
-                _ = tokio::time::sleep_until(rotate_at) => {
+                _ = &mut rotate => {
                     break "rotating the connection before the 24-hour cut".to_owned();
                 }
             }
@@ -270,7 +288,7 @@ impl Task {
         ) {
             Routes::Spot { subs, pending } => {
                 for inbox in subs.into_values() {
-                    let _ = inbox.send(Inbound::Down(reason.clone()));
+                    let _ = inbox.control(Inbound::Down(reason.clone()));
                 }
                 for (_, (_, reply, _, _)) in pending {
                     let _ =
@@ -278,7 +296,7 @@ impl Task {
                 }
             }
             Routes::Single(inbox) => {
-                let _ = inbox.send(Inbound::Down(reason));
+                let _ = inbox.control(Inbound::Down(reason));
             }
         }
     }
@@ -286,18 +304,22 @@ impl Task {
     /// Routes one frame; returns why the connection must end, if it must.
     fn route(&mut self, text: Utf8Bytes) -> Option<&'static str> {
         match &mut self.routes {
-            Routes::Single(inbox) => {
-                if inbox.send(Inbound::Frame(text)).is_err() {
-                    return Some("no longer needed");
+            Routes::Single(inbox) => match inbox.try_frame(text) {
+                Ok(()) => None,
+                Err(Refused::Full(text)) => {
+                    self.stalled = Some((inbox.clone(), text));
+                    None
                 }
-                None
-            }
+                Err(Refused::Closed) => Some("no longer needed"),
+            },
             Routes::Spot { subs, pending } => {
                 let frame = match convert::spot_route(text.as_str()) {
                     SpotRoute::Subscription(id) => {
                         match subs.get(&id) {
                             Some(inbox) => {
-                                let _ = inbox.send(Inbound::Frame(text));
+                                if let Err(Refused::Full(text)) = inbox.try_frame(text) {
+                                    self.stalled = Some((inbox.clone(), text));
+                                }
                             }
                             None => unroutable(self.id, "unknown subscriptionId"),
                         }
@@ -335,8 +357,10 @@ impl Task {
                     // An event without `subscriptionId` (or malformed): only a connection of one
                     // account can say whose it is (its session counts what does not parse).
                     _ if subs.len() == 1 => {
-                        if let Some(inbox) = subs.values().next() {
-                            let _ = inbox.send(Inbound::Frame(text));
+                        if let Some(inbox) = subs.values().next()
+                            && let Err(Refused::Full(text)) = inbox.try_frame(text)
+                        {
+                            self.stalled = Some((inbox.clone(), text));
                         }
                     }
                     _ => unroutable(self.id, "no subscriptionId on a shared connection"),
@@ -357,11 +381,11 @@ impl Task {
         match &self.routes {
             Routes::Spot { subs, .. } => {
                 for inbox in subs.values() {
-                    let _ = inbox.send(Inbound::Moved(why.to_owned()));
+                    let _ = inbox.control(Inbound::Moved(why.to_owned()));
                 }
             }
             Routes::Single(inbox) => {
-                let _ = inbox.send(Inbound::Moved(why.to_owned()));
+                let _ = inbox.control(Inbound::Moved(why.to_owned()));
             }
         }
     }

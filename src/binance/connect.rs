@@ -73,9 +73,16 @@ pub enum OpenError {
     Other(String),
 }
 
+/// Bytes one socket read asks for. tungstenite zero-fills this much of its buffer before every
+/// read attempt (those that find nothing included): at its 128 KiB default that memset was 28%
+/// of the daemon's instructions at 20 events/s (BENCHMARKS.md) and swept the caches each time.
+/// User-data frames are ~0.3–2 KiB: 8 KiB still takes several per read in a burst.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// Opens a WebSocket with the configured frame limits (10 s to connect).
 pub(super) async fn connect(cfg: &StreamConfig, url: &str) -> Result<Ws, OpenError> {
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_frame_size(Some(cfg.max_frame_bytes))
         .max_message_size(Some(cfg.max_frame_bytes));
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
@@ -184,7 +191,7 @@ pub async fn probe(rest: Arc<RestClient>, cfg: &StreamConfig) -> Result<String, 
     match rest.market() {
         Market::Spot => {
             let pool = super::pool::SpotPool::new(cfg.clone(), 1);
-            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, _rx) = super::inbox::inbox();
             let sub = pool.subscribe(&rest, tx).await.map_err(|e| e.to_string())?;
             drop(sub);
             pool.close();

@@ -16,7 +16,7 @@ use anyhow::Context;
 
 use super::convert;
 use super::rest::RestClient;
-use crate::account::{AccountView, Fill, Market, Millis, Order, Snapshot};
+use crate::account::{Fill, Market, Millis, Order, Snapshot, ViewRef};
 
 /// The highest trade id seen in a symbol, and when it traded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,18 @@ pub const RECOVERY_LOOKBACK_MS: Millis = 24 * 3_600_000 - 60_000;
 /// still inside.
 const TRADE_QUERY_SPAN_MS: Millis = 24 * 3_600_000 - 1_000;
 
+/// The cache's open orders as a snapshot needs them, key → (symbol, order id): taken on the
+/// cache actor (`CacheHandle::read`), so a reconciliation copies ids, not the account.
+pub type OpenIds = BTreeMap<String, (String, i64)>;
+
+/// The open orders of `view`, as ids.
+pub fn open_ids(view: ViewRef<'_>) -> OpenIds {
+    view.open_orders
+        .iter()
+        .map(|(k, o)| (k.clone(), (o.symbol.clone(), o.order_id)))
+        .collect()
+}
+
 /// A snapshot, and whether its recovery asked every question it meant to (if not, the next one
 /// covers the same window again).
 pub struct Fetched {
@@ -51,7 +63,7 @@ pub struct Fetched {
 /// recovery, less the overlap); `None` at a first start (the last overlap only).
 pub async fn fetch(
     rest: &RestClient,
-    view: &AccountView,
+    open: &OpenIds,
     cursors: &TradeCursors,
     since: Option<Millis>,
 ) -> anyhow::Result<Fetched> {
@@ -91,18 +103,18 @@ pub async fn fetch(
             )?);
         }
     }
-    snap.checked_orders = Some(view.open_orders.keys().cloned().collect());
+    snap.checked_orders = Some(open.keys().cloned().collect());
     let symbols: BTreeSet<String> = cursors
         .keys()
         .cloned()
-        .chain(view.open_orders.values().map(|o| o.symbol.clone()))
+        .chain(open.values().map(|(symbol, _)| symbol.clone()))
         .chain(snap.orders.iter().map(|o| o.symbol.clone()))
         .collect();
     let known: HashSet<String> = snap
         .orders
         .iter()
         .map(Order::key)
-        .chain(view.open_orders.keys().cloned())
+        .chain(open.keys().cloned())
         .collect();
     let mut recovered = true;
     for symbol in &symbols {
@@ -116,7 +128,7 @@ pub async fn fetch(
             }
         }
     }
-    recovered &= resolve_gaps(rest, view, cursors, &symbols, from, &mut snap).await;
+    recovered &= resolve_gaps(rest, open, cursors, &symbols, from, &mut snap).await;
     Ok(Fetched { snap, recovered })
 }
 
@@ -229,7 +241,7 @@ enum TradesFrom {
 /// symbol whose last recorded trade is older than `from`); false if a query failed.
 async fn resolve_gaps(
     rest: &RestClient,
-    view: &AccountView,
+    open: &OpenIds,
     cursors: &TradeCursors,
     symbols: &BTreeSet<String>,
     from: Millis,
@@ -265,15 +277,14 @@ async fn resolve_gaps(
     // Orders: cached open ones that vanished (the view was taken before the REST calls, so an
     // order open in it and absent from their open list has ended — whatever the timestamps
     // say), and the ones the backfilled trades belong to.
-    let mut wanted: BTreeSet<(String, i64)> = view
-        .open_orders
-        .values()
-        .filter(|o| !listed.contains(&o.key()))
-        .map(|o| (o.symbol.clone(), o.order_id))
+    let mut wanted: BTreeSet<(String, i64)> = open
+        .iter()
+        .filter(|(key, _)| !listed.contains(*key))
+        .map(|(_, (symbol, id))| (symbol.clone(), *id))
         .collect();
     for f in &fills {
         let key = crate::account::model::order_key(&f.symbol, f.order_id);
-        if !listed.contains(&key) && !view.open_orders.contains_key(&key) {
+        if !listed.contains(&key) && !open.contains_key(&key) {
             wanted.insert((f.symbol.clone(), f.order_id));
         }
     }

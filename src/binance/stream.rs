@@ -288,7 +288,7 @@ impl Stream {
     /// Opens the account's link: Spot, a subscription on a shared connection; USD-M, a
     /// listenKey on its own connection.
     async fn open(&self) -> Result<Linked, OpenError> {
-        let (tx, inbox) = mpsc::unbounded_channel();
+        let (tx, inbox) = super::inbox::inbox();
         let link = match (self.market(), &self.pool) {
             (Market::Spot, Some(pool)) => {
                 let sub = pool.subscribe(&self.rest, tx).await?;
@@ -361,8 +361,8 @@ impl Stream {
             let budget = rest.budget().clone();
             let _slot = budget.snapshot_slot().await;
             let spent = rest.weight_spent();
-            let view = cache.view().await?;
-            let fetched = snapshot::fetch(&rest, &view, &cursors, since).await;
+            let open = cache.read(snapshot::open_ids).await?;
+            let fetched = snapshot::fetch(&rest, &open, &cursors, since).await;
             budget.record_snapshot_weight((rest.weight_spent() - spent) as u32);
             fetched
         }))
@@ -475,15 +475,20 @@ impl Stream {
         let mut keepalive = tokio::time::interval(self.cfg.keepalive_every);
         keepalive.reset();
         let mut reconcile_at = self.next_reconcile(true);
+        // One timer for the reconciliation, reset when its time changes (not made per frame);
+        // polled only while armed.
+        let reconcile_due = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(reconcile_due);
+        let mut armed: Option<Instant> = None;
 
         loop {
-            let due = (reconcile_at, snapshot_task.is_none());
-            let reconcile_due = async move {
-                match due {
-                    (Some(t), true) => tokio::time::sleep_until(t).await,
-                    _ => std::future::pending().await,
+            let due = reconcile_at.filter(|_| snapshot_task.is_none());
+            if due != armed {
+                if let Some(t) = due {
+                    reconcile_due.as_mut().reset(t);
                 }
-            };
+                armed = due;
+            }
             let snapshot_done = async {
                 match snapshot_task.as_mut() {
                     Some(t) => t.await,
@@ -494,7 +499,7 @@ impl Stream {
                 _ = cancel.cancelled() => return End::Cancelled,
                 msg = inbox.recv() => {
                     let text = match msg {
-                        Some(Inbound::Frame(t)) => t,
+                        Some(Inbound::Frame(t, _room)) => t,
                         Some(Inbound::Moved(why)) => {
                             return match self.open().await {
                                 Ok(next) => End::Handover(Box::new(next)),
@@ -516,6 +521,10 @@ impl Stream {
                         Err(Ctl::Resubscribe) => {
                             tracing::warn!(event = "stream_resubscribing", account_id = %self.account_id, "stream: subscription terminated (eventStreamTerminated); resubscribing");
                             link.lost();
+                            // The old subscription's inbox closes now, not after `open`: a
+                            // connection waiting for room in it (it may be the one `open`
+                            // subscribes on) reads on. The resync below covers its frames.
+                            inbox.close();
                             match self.open().await {
                                 Ok(next) => {
                                     link = next.link;
@@ -595,7 +604,7 @@ impl Stream {
                         Err(e) => tracing::warn!(account_id = %self.account_id, error = %e, "listenKey keepalive failed"),
                     }
                 }
-                _ = reconcile_due => {
+                _ = &mut reconcile_due, if armed.is_some() => {
                     snapshot_task = Some(self.spawn_snapshot());
                 }
             }

@@ -117,6 +117,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut down_since: Option<Instant> = None;
     let mut migrated = false;
+    let m = WriterMetrics::new();
     loop {
         if pending.is_empty() {
             if !open {
@@ -140,9 +141,9 @@ pub async fn run(
         while let Ok(b) = rx.try_recv() {
             pending.add(b, history_limit, &mut dropped);
         }
-        metrics::gauge!("acctstate_pg_queue_depth").set(pending.depth() as f64);
+        m.queue_depth.set(pending.depth() as f64);
         if let Some(t) = pending.oldest {
-            metrics::gauge!("acctstate_pg_oldest_pending_seconds").set(t.elapsed().as_secs_f64());
+            m.oldest_pending.set(t.elapsed().as_secs_f64());
         }
         let started = Instant::now();
         let attempt = async {
@@ -154,11 +155,9 @@ pub async fn run(
         };
         match attempt.await {
             Ok(()) => {
-                metrics::histogram!("acctstate_pg_write_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("acctstate_pg_rows_written_total")
-                    .increment(pending.history_len as u64);
-                metrics::gauge!("acctstate_postgres_up").set(1.0);
+                m.write_seconds.record(started.elapsed().as_secs_f64());
+                m.rows_written.increment(pending.history_len as u64);
+                m.up.set(1.0);
                 if let Some(since) = down_since.take() {
                     tracing::info!(
                         event = "postgres_up",
@@ -168,13 +167,13 @@ pub async fn run(
                     );
                 }
                 pending = Pending::default();
-                metrics::gauge!("acctstate_pg_queue_depth").set(0.0);
-                metrics::gauge!("acctstate_pg_oldest_pending_seconds").set(0.0);
+                m.queue_depth.set(0.0);
+                m.oldest_pending.set(0.0);
                 backoff = Duration::from_millis(100);
             }
             Err(e) => {
-                metrics::counter!("acctstate_pg_write_errors_total").increment(1);
-                metrics::gauge!("acctstate_postgres_up").set(0.0);
+                m.write_errors.increment(1);
+                m.up.set(0.0);
                 if down_since.is_none() {
                     down_since = Some(Instant::now());
                     tracing::error!(event = "postgres_down", error = %format!("{e:#}"), pending = pending.depth(), "postgres down: write failed, keeping changes and retrying");
@@ -203,6 +202,29 @@ pub async fn run(
         event = "postgres_stopped",
         "postgres writer stopped: every queued change is written"
     );
+}
+
+/// The writer's metric handles, looked up once (a lookup by name hashes and locks per call).
+struct WriterMetrics {
+    queue_depth: metrics::Gauge,
+    oldest_pending: metrics::Gauge,
+    up: metrics::Gauge,
+    write_seconds: metrics::Histogram,
+    rows_written: metrics::Counter,
+    write_errors: metrics::Counter,
+}
+
+impl WriterMetrics {
+    fn new() -> Self {
+        WriterMetrics {
+            queue_depth: metrics::gauge!("acctstate_pg_queue_depth"),
+            oldest_pending: metrics::gauge!("acctstate_pg_oldest_pending_seconds"),
+            up: metrics::gauge!("acctstate_postgres_up"),
+            write_seconds: metrics::histogram!("acctstate_pg_write_seconds"),
+            rows_written: metrics::counter!("acctstate_pg_rows_written_total"),
+            write_errors: metrics::counter!("acctstate_pg_write_errors_total"),
+        }
+    }
 }
 
 /// Writes one batch: one statement per `CHUNK` rows (`rows::WRITE_SQL`: every table at once),

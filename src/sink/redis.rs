@@ -20,7 +20,7 @@
 //! rewritten from the cache — never shown half-written, and without relying on the client
 //! noticing a reconnect.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,13 +31,14 @@ use fred::prelude::*;
 use fred::types::Key;
 use tokio::sync::mpsc;
 
-use crate::account::state::AccountView;
-use crate::account::{AccountBatch, CacheHandle, Change, ChangeBatch, Entity, Kind};
+use crate::account::{AccountBatch, CacheHandle, Change, ChangeBatch, Entity, Kind, ViewRef};
 
 /// Most changes in one MULTI/EXEC.
-const MAX_BATCH: usize = 2000;
+const MAX_BATCH: usize = 500;
 /// A quiet publisher checks this often that Redis still holds what it wrote.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// A resync that could not run (Redis away, or it failed) is tried again after this long.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 /// At start, the first rewrite waits for the stream's first snapshot (a `resynced` status) so
 /// that readers never see the cache before it: at most this long (the exchange may be away).
 const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
@@ -156,11 +157,6 @@ impl SharedRedis {
     pub async fn quit(&self) {
         let _ = self.client.quit().await;
     }
-}
-
-/// The JSON a hash holds for an entity (the same as a message's `data`).
-fn entity_json(e: &Entity) -> anyhow::Result<String> {
-    serde_json::to_string(e).context("serialize entity")
 }
 
 /// A change's Redis message (the same object as `Change::message`) around the entity's JSON
@@ -317,14 +313,37 @@ async fn last_stream_seq(client: &Client, keys: &Keys) -> anyhow::Result<Option<
         .and_then(|(id, _)| id.split('-').next()?.parse().ok()))
 }
 
+/// What a resync writes: every hash field of the account, serialized on the cache actor from
+/// its borrowed view (`CacheHandle::read`) — the account is never copied, only its JSON made.
+struct Rewrite {
+    seq: i64,
+    balances: Vec<(String, String)>,
+    positions: Vec<(String, String)>,
+    open_orders: Vec<(String, String)>,
+}
+
+impl Rewrite {
+    /// The hash fields of `view` (an `Entity` is untagged: a field's JSON is its value's).
+    fn of(view: ViewRef<'_>) -> serde_json::Result<Rewrite> {
+        fn fields<V: serde::Serialize>(
+            map: &BTreeMap<String, V>,
+        ) -> serde_json::Result<Vec<(String, String)>> {
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), serde_json::to_string(v)?)))
+                .collect()
+        }
+        Ok(Rewrite {
+            seq: view.seq,
+            balances: fields(view.balances)?,
+            positions: fields(view.positions)?,
+            open_orders: fields(view.open_orders)?,
+        })
+    }
+}
+
 /// Rewrites every state key from the cache's view and publishes the resync status (and appends
 /// it to the stream).
-async fn resync(
-    client: &Client,
-    keys: &Keys,
-    maxlen: u64,
-    view: &AccountView,
-) -> anyhow::Result<()> {
+async fn resync(client: &Client, keys: &Keys, maxlen: u64, view: Rewrite) -> anyhow::Result<()> {
     // A stream that runs above the cache (another writer, a clock gone backwards) could take no
     // entry of ours: it starts over.
     let stale_stream = maxlen > 0
@@ -338,26 +357,18 @@ async fn resync(
         gone.push(keys.changes());
     }
     let _: () = trx.del(gone).await?;
-    let as_json = |e: Entity| entity_json(&e);
-    let mut balances = Vec::with_capacity(view.balances.len());
-    for (k, b) in &view.balances {
-        balances.push((k.clone(), as_json(Entity::Balance(b.clone()))?));
-    }
-    let mut positions = Vec::with_capacity(view.positions.len());
-    for (k, p) in &view.positions {
-        positions.push((k.clone(), as_json(Entity::Position(p.clone()))?));
-    }
-    let mut orders = Vec::with_capacity(view.open_orders.len());
-    for (k, o) in &view.open_orders {
-        orders.push((k.clone(), as_json(Entity::Order(o.clone()))?));
-    }
     for (key, fields) in [
-        (keys.balances(), balances),
-        (keys.positions(), positions),
-        (keys.open_orders(), orders),
+        (keys.balances(), view.balances),
+        (keys.positions(), view.positions),
+        (keys.open_orders(), view.open_orders),
     ] {
-        for chunk in fields.chunks(1000) {
-            let _: () = trx.hset(key.clone(), chunk.to_vec()).await?;
+        let mut fields = fields.into_iter();
+        loop {
+            let chunk: Vec<(String, String)> = fields.by_ref().take(1000).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let _: () = trx.hset(key.clone(), chunk).await?;
         }
     }
     let _: () = trx.set(keys.seq(), view.seq, None, None, false).await?;
@@ -417,16 +428,25 @@ pub async fn run(
     let mut confirmed = Instant::now();
     let mut last_attempt: Option<Instant> = None;
     let mut up = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut batches: Vec<ChangeBatch> = Vec::new();
     let mut open = true;
     while open {
+        // No periodic tick: a quiet publisher wakes only when something is due (the first
+        // snapshot's deadline, a resync retry, the probe), so an idle account costs one wake
+        // per PROBE_EVERY, not four a second.
+        let wake = if awaiting_snapshot {
+            started + FIRST_SNAPSHOT_WAIT
+        } else if needs_resync {
+            last_attempt.map_or_else(Instant::now, |t| t + RESYNC_RETRY)
+        } else {
+            confirmed + PROBE_EVERY
+        };
         tokio::select! {
             b = rx.recv() => match b {
                 Some(b) => batches.push(b.changes),
                 None => open = false,
             },
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
         while let Ok(b) = rx.try_recv() {
             batches.push(b.changes);
@@ -450,33 +470,48 @@ pub async fn run(
             }
         }
         if needs_resync {
-            let due = last_attempt.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if client.is_connected() && due {
+            let due = last_attempt.is_none_or(|t| t.elapsed() >= RESYNC_RETRY);
+            if due {
                 last_attempt = Some(Instant::now());
-                match cache.view().await {
-                    Ok(view) => match resync(&client, &keys, stream_maxlen, &view).await {
-                        Ok(()) => {
-                            written = Some(view.seq);
-                            confirmed = Instant::now();
-                            tracing::info!(
-                                event = "redis_up",
-                                account_id = %keys.account_id,
-                                seq = view.seq,
-                                balances = view.balances.len(),
-                                positions = view.positions.len(),
-                                open_orders = view.open_orders.len(),
-                                "redis up: state keys rewritten from the cache (resync)"
-                            );
-                            m.resyncs.increment(1);
-                            needs_resync = false;
-                            covered_seq = view.seq;
-                            set_up(&mut up, true);
+            }
+            if client.is_connected() && due {
+                match cache.read(Rewrite::of).await {
+                    Ok(Err(e)) => {
+                        tracing::error!(account_id = %keys.account_id, error = %e, "redis resync: cannot serialize the cache");
+                    }
+                    Ok(Ok(view)) => {
+                        let (seq, counts) = (
+                            view.seq,
+                            [
+                                view.balances.len(),
+                                view.positions.len(),
+                                view.open_orders.len(),
+                            ],
+                        );
+                        match resync(&client, &keys, stream_maxlen, view).await {
+                            Ok(()) => {
+                                written = Some(seq);
+                                confirmed = Instant::now();
+                                tracing::info!(
+                                    event = "redis_up",
+                                    account_id = %keys.account_id,
+                                    seq,
+                                    balances = counts[0],
+                                    positions = counts[1],
+                                    open_orders = counts[2],
+                                    "redis up: state keys rewritten from the cache (resync)"
+                                );
+                                m.resyncs.increment(1);
+                                needs_resync = false;
+                                covered_seq = seq;
+                                set_up(&m, &mut up, true);
+                            }
+                            Err(e) => {
+                                set_up(&m, &mut up, false);
+                                tracing::debug!(account_id = %keys.account_id, error = %format!("{e:#}"), "redis resync failed");
+                            }
                         }
-                        Err(e) => {
-                            set_up(&mut up, false);
-                            tracing::debug!(account_id = %keys.account_id, error = %format!("{e:#}"), "redis resync failed");
-                        }
-                    },
+                    }
                     // The actor is gone (shutdown): publish what is left without a resync.
                     Err(_) => needs_resync = false,
                 }
@@ -510,10 +545,9 @@ pub async fn run(
             let started = Instant::now();
             match publish(&client, &keys, stream_maxlen, written, chunk).await {
                 Ok(Published::Written) => {
-                    metrics::histogram!("acctstate_redis_publish_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                    m.publish_seconds.record(started.elapsed().as_secs_f64());
                     m.published.increment(chunk.len() as u64);
-                    set_up(&mut up, true);
+                    set_up(&m, &mut up, true);
                     written = chunk.last().map(|c| c.seq);
                     confirmed = Instant::now();
                 }
@@ -530,7 +564,7 @@ pub async fn run(
                     if up || !needs_resync {
                         tracing::error!(event = "redis_down", account_id = %keys.account_id, error = %format!("{e:#}"), "redis down: publish failed; will resync when it is back");
                     }
-                    set_up(&mut up, false);
+                    set_up(&m, &mut up, false);
                     needs_resync = true;
                     break;
                 }
@@ -547,6 +581,9 @@ struct PublisherMetrics {
     errors: metrics::Counter,
     resyncs: metrics::Counter,
     state_lost: metrics::Counter,
+    publish_seconds: metrics::Histogram,
+    /// `acctstate_redis_up` (process-wide: every publisher sets it).
+    up: metrics::Gauge,
 }
 
 impl PublisherMetrics {
@@ -562,13 +599,15 @@ impl PublisherMetrics {
             errors: c("acctstate_redis_errors_total"),
             resyncs: c("acctstate_redis_resyncs_total"),
             state_lost: c("acctstate_redis_state_lost_total"),
+            publish_seconds: metrics::histogram!("acctstate_redis_publish_seconds"),
+            up: metrics::gauge!("acctstate_redis_up"),
         }
     }
 }
 
-fn set_up(up: &mut bool, now: bool) {
+fn set_up(m: &PublisherMetrics, up: &mut bool, now: bool) {
     *up = now;
-    metrics::gauge!("acctstate_redis_up").set(if now { 1.0 } else { 0.0 });
+    m.up.set(if now { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
         got.lock().unwrap().clear();
         let pid = d.pid().to_string();
         let (cpu0, pg0, rd0) = (
-            cpu_secs(&pid),
+            cpu_user_kernel_secs(&pid),
             pg_backends_cpu(&db),
             redis_pid.as_deref().map_or(f64::NAN, cpu_secs),
         );
@@ -105,7 +105,9 @@ async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
             let rest = Duration::from_secs(secs).saturating_sub(t0.elapsed());
             tokio::time::sleep(rest).await;
         }
-        let cpu = cpu_secs(&pid) - cpu0;
+        let (user, kernel) = cpu_user_kernel_secs(&pid);
+        let (user, kernel) = (user - cpu0.0, kernel - cpu0.1);
+        let cpu = user + kernel;
         let pg = pg_backends_cpu(&db) - pg0;
         let rd = redis_pid.as_deref().map_or(f64::NAN, cpu_secs) - rd0;
         let events = (env.sim.events_sent() - sent0).max(1) as f64;
@@ -128,8 +130,13 @@ async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
             );
         }
         row(
-            &format!("{label}: daemon CPU per event, µs"),
-            format!("{:.1}", cpu * 1e6 / events),
+            &format!("{label}: daemon CPU per event (user + kernel), µs"),
+            format!(
+                "{:.1} ({:.1} + {:.1})",
+                cpu * 1e6 / events,
+                user * 1e6 / events,
+                kernel * 1e6 / events
+            ),
         );
         row(
             &format!("{label}: Postgres backends CPU per row, µs"),

@@ -3,8 +3,8 @@
 //! (default 100), against two sims in this process, the real local Postgres and Redis.
 //!
 //! `cargo bench --bench fleet` prints: start to all ready (inside the REST budget), idle RSS
-//! and per extra account (against a fleet of one measured first), RSS and daemon CPU per event
-//! under load (`FLEET_RATE` events/s spread over every Spot account), the p50/p99 send→Redis
+//! and per extra account (against a fleet of one measured first), the idle fleet's CPU, daemon
+//! CPU per event at each of `FLEET_RATES` (default 200,2000 events/s over the Spot accounts), the p50/p99 send→Redis
 //! latency of a quiet account while a busy one runs `FLEET_BUSY_RATE` events/s, and a dropped
 //! shared Spot connection: how many accounts it carried and how long until all were ready again.
 //!
@@ -69,7 +69,6 @@ async fn fleet() {
     let n_spot = env_usize("FLEET_SPOT", 1_000);
     let n_usdm = env_usize("FLEET_USDM", 100);
     let x = env_usize("FLEET_WEIGHT_X", 10) as u32;
-    let rate = env_usize("FLEET_RATE", 2_000) as u32;
     let busy_rate = env_usize("FLEET_BUSY_RATE", 5_000) as u32;
     settle().await;
     let dir = tempfile::tempdir().unwrap();
@@ -145,31 +144,59 @@ async fn fleet() {
         format!("{:.0}", (rss_idle - rss_one) * 1024.0 / (accounts - 1.0)),
     );
 
-    // Load: `rate` events/s spread over every spot account.
-    let per_account = (rate as usize / n_spot).max(1) as u32;
-    let secs = 20u64;
-    let cpu0 = cpu_secs(&d.pid().to_string());
-    let sent0 = spot.events_sent();
-    let load = {
-        let spot = spot.clone();
-        tokio::spawn(async move {
-            spot.run_all(per_account as usize * secs as usize, Some(per_account))
-                .await
-        })
-    };
-    let produced = load.await.unwrap_or_default();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let cpu = cpu_secs(&d.pid().to_string()) - cpu0;
-    let delivered = spot.events_sent() - sent0;
+    // Fixed cost: every account connected and subscribed, nothing happening.
+    let pid = d.pid().to_string();
+    let cpu0 = cpu_secs(&pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
     row(
-        &format!("load: {per_account} ev/s × {n_spot} accounts, events"),
-        format!("{produced} produced / {delivered} delivered"),
+        "idle fleet: daemon CPU, ms per second",
+        format!("{:.1}", (cpu_secs(&pid) - cpu0) * 100.0),
     );
+
+    // The cost curve: each rate of FLEET_RATES (total events/s) for 20 s; below one event per
+    // account and second, that many accounts at 1 ev/s, else every account at rate / n.
+    let rates: Vec<usize> = std::env::var("FLEET_RATES")
+        .unwrap_or_else(|_| "200,2000".to_owned())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let secs = 20usize;
+    for r in rates {
+        let (accounts, per_account) = if r < n_spot {
+            (r.max(1), 1)
+        } else {
+            (n_spot, r / n_spot)
+        };
+        let cpu0 = cpu_secs(&pid);
+        let sent0 = spot.events_sent();
+        let runs: Vec<_> = (0..accounts)
+            .filter_map(|i| spot.account(i))
+            .map(|a| {
+                tokio::spawn(
+                    async move { a.run(per_account * secs, Some(per_account as u32)).await },
+                )
+            })
+            .collect();
+        let mut produced = 0usize;
+        for run in runs {
+            produced += run.await.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let cpu = cpu_secs(&pid) - cpu0;
+        let delivered = spot.events_sent() - sent0;
+        row(
+            &format!("{r} ev/s ({per_account} ev/s × {accounts} accounts): events"),
+            format!("{produced} produced / {delivered} delivered"),
+        );
+        row(
+            &format!("{r} ev/s: daemon CPU per event (idle cost included), µs"),
+            format!("{:.1}", cpu * 1e6 / delivered.max(1) as f64),
+        );
+    }
     row(
-        "daemon CPU per event under load, µs",
-        format!("{:.1}", cpu * 1e6 / delivered.max(1) as f64),
+        "RSS after the load, MiB",
+        format!("{:.1}", rss_mib(d.pid())),
     );
-    row("RSS under load, MiB", format!("{:.1}", rss_mib(d.pid())));
 
     // Isolation: a quiet account's latency while a busy one bursts.
     let (sub, got) = latency_subscriber(&prefix, "s-0001").await;

@@ -59,12 +59,18 @@ fn status_mib(pid: u32, field: &str) -> f64 {
 /// User + system CPU seconds of `pid` (`self` for this process), in 10 ms ticks (this kernel
 /// has no schedstat): over `COST_SECS` = 30 at 20 ev/s that is ±17 µs per event.
 pub fn cpu_secs(pid: &str) -> f64 {
+    let (user, kernel) = cpu_user_kernel_secs(pid);
+    user + kernel
+}
+
+/// `cpu_secs` split: user-space and kernel (system) CPU seconds.
+pub fn cpu_user_kernel_secs(pid: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 /// The pid of the local `redis-server`, if one runs on this machine.

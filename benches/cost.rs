@@ -27,20 +27,6 @@ fn main() {
     rt.block_on(curve());
 }
 
-/// CPU seconds of every Postgres backend serving `db` (its command line names the database).
-fn pg_backends_cpu(db: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return f64::NAN;
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().into_string().ok()?;
-            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            (cmd.starts_with("postgres:") && cmd.contains(db)).then(|| cpu_secs(&pid))
-        })
-        .sum()
-}
-
 async fn curve() {
     let rates: Vec<u32> = std::env::var("COST_RATES")
         .unwrap_or_else(|_| "20,200,2000,0".to_owned())
@@ -107,7 +93,6 @@ async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
         }
         let (user, kernel) = cpu_user_kernel_secs(&pid);
         let (user, kernel) = (user - cpu0.0, kernel - cpu0.1);
-        let cpu = user + kernel;
         let pg = pg_backends_cpu(&db) - pg0;
         let rd = redis_pid.as_deref().map_or(f64::NAN, cpu_secs) - rd0;
         let events = (env.sim.events_sent() - sent0).max(1) as f64;
@@ -129,14 +114,11 @@ async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
                 format!("{:.0}", events / all_done.as_secs_f64()),
             );
         }
-        row(
+        cpu_per_event_row(
             &format!("{label}: daemon CPU per event (user + kernel), µs"),
-            format!(
-                "{:.1} ({:.1} + {:.1})",
-                cpu * 1e6 / events,
-                user * 1e6 / events,
-                kernel * 1e6 / events
-            ),
+            user,
+            kernel,
+            events,
         );
         row(
             &format!("{label}: Postgres backends CPU per row, µs"),

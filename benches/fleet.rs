@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench fleet` prints: start to all ready (inside the REST budget), idle RSS
 //! and per extra account (against a fleet of one measured first), the idle fleet's CPU, daemon
-//! CPU per event at each of `FLEET_RATES` (default 200,2000 events/s over the Spot accounts), the p50/p99 send→Redis
+//! CPU per event (user + kernel), Postgres and Redis CPU and one account's send→Redis latency at
+//! each of `FLEET_RATES` (default 20,200,2000,0 events/s over the Spot accounts; 0 = saturation), the p50/p99 send→Redis
 //! latency of a quiet account while a busy one runs `FLEET_BUSY_RATE` events/s, and a dropped
 //! shared Spot connection: how many accounts it carried and how long until all were ready again.
 //!
@@ -98,7 +99,7 @@ async fn fleet() {
         format!("{}\n{}", fleet_toml(&spot, "s"), fleet_toml(&usdm, "u")),
     )
     .unwrap();
-    let (db, _pool) = fresh_db().await;
+    let (db, pool) = fresh_db().await;
     let prefix = unique_prefix();
     let v = vars(&file.display().to_string(), &db, &prefix, 6_000 * x);
     let t0 = Instant::now();
@@ -153,45 +154,112 @@ async fn fleet() {
         format!("{:.1}", (cpu_secs(&pid) - cpu0) * 100.0),
     );
 
-    // The cost curve: each rate of FLEET_RATES (total events/s) for 20 s; below one event per
-    // account and second, that many accounts at 1 ev/s, else every account at rate / n.
+    // The cost curve: each rate of FLEET_RATES (total events/s; 0 = saturation, every Spot
+    // account FLEET_SATURATION_EVENTS at full speed) for 20 s. Below one event per account and
+    // second, that many accounts at 1 ev/s, else every account at rate / n. Latency: account
+    // s-0000's events (it is always among the loaded ones).
     let rates: Vec<usize> = std::env::var("FLEET_RATES")
-        .unwrap_or_else(|_| "200,2000".to_owned())
+        .unwrap_or_else(|_| "20,200,2000,0".to_owned())
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let secs = 20usize;
+    let db_name = db.rsplit('/').next().unwrap_or_default().to_owned();
+    let journal_rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM account_changes")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+    };
+    let redis_pid = redis_server_pid();
     for r in rates {
-        let (accounts, per_account) = if r < n_spot {
-            (r.max(1), 1)
-        } else {
-            (n_spot, r / n_spot)
+        let (accounts, per_account, per_sec) = match r {
+            0 => (n_spot, env_usize("FLEET_SATURATION_EVENTS", 100), None),
+            r if r < n_spot => (r.max(1), secs, Some(1)),
+            r => (n_spot, secs * (r / n_spot), Some((r / n_spot) as u32)),
         };
-        let cpu0 = cpu_secs(&pid);
+        let label = if r == 0 {
+            "saturation".to_owned()
+        } else {
+            format!("{r} ev/s")
+        };
+        let (sub, got) = latency_subscriber(&prefix, "s-0000").await;
+        spot.record_send_times_of(0);
+        spot.record_send_times(true);
+        let (cpu0, pg0, rd0, rows0) = (
+            cpu_user_kernel_secs(&pid),
+            pg_backends_cpu(&db_name),
+            redis_pid.as_deref().map_or(f64::NAN, cpu_secs),
+            journal_rows().await,
+        );
         let sent0 = spot.events_sent();
+        let t0 = Instant::now();
         let runs: Vec<_> = (0..accounts)
             .filter_map(|i| spot.account(i))
-            .map(|a| {
-                tokio::spawn(
-                    async move { a.run(per_account * secs, Some(per_account as u32)).await },
-                )
-            })
+            .map(|a| tokio::spawn(async move { a.run(per_account, per_sec).await }))
             .collect();
         let mut produced = 0usize;
         for run in runs {
             produced += run.await.unwrap_or_default();
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let cpu = cpu_secs(&pid) - cpu0;
-        let delivered = spot.events_sent() - sent0;
+        // Every event into the journal (an event makes at least one row), then (rates) the
+        // rest of the window: idle costs count.
+        let want = rows0 + produced as i64;
+        let caught_up = Instant::now() + Duration::from_secs(120);
+        while journal_rows().await < want && Instant::now() < caught_up {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all_done = t0.elapsed();
+        if r > 0 {
+            tokio::time::sleep(Duration::from_secs(secs as u64 + 2).saturating_sub(all_done)).await;
+        }
+        let (user, kernel) = cpu_user_kernel_secs(&pid);
+        let (user, kernel) = (user - cpu0.0, kernel - cpu0.1);
+        let pg = pg_backends_cpu(&db_name) - pg0;
+        let rd = redis_pid.as_deref().map_or(f64::NAN, cpu_secs) - rd0;
+        let rows = (journal_rows().await - rows0).max(1) as f64;
+        let delivered = (spot.events_sent() - sent0).max(1) as f64;
+        let sent = spot.take_send_times();
+        spot.record_send_times(false);
+        let _ = sub.send(());
+        let received = std::mem::take(&mut *got.lock().unwrap());
+        let lat = latencies(&sent, received);
         row(
-            &format!("{r} ev/s ({per_account} ev/s × {accounts} accounts): events"),
-            format!("{produced} produced / {delivered} delivered"),
+            &format!(
+                "{label} ({accounts} accounts × {per_account} events): produced / delivered / rows"
+            ),
+            format!("{produced} / {delivered:.0} / {rows:.0}"),
+        );
+        if r == 0 {
+            row(
+                &format!("{label}: events/s into the journal"),
+                format!("{:.0}", delivered / all_done.as_secs_f64()),
+            );
+        }
+        cpu_per_event_row(
+            &format!("{label}: daemon CPU per event (user + kernel), idle included, µs"),
+            user,
+            kernel,
+            delivered,
         );
         row(
-            &format!("{r} ev/s: daemon CPU per event (idle cost included), µs"),
-            format!("{:.1}", cpu * 1e6 / delivered.max(1) as f64),
+            &format!("{label}: Postgres backends CPU per row / redis-server per event, µs"),
+            format!("{:.1} / {:.1}", pg * 1e6 / rows, rd * 1e6 / delivered),
         );
+        if !lat.is_empty() {
+            row(
+                &format!(
+                    "{label}: s-0000 send→Redis p50 / p99 / p99.9 ({} events)",
+                    lat.len()
+                ),
+                format!(
+                    "{} / {} / {}",
+                    us(pct(&lat, 0.50)),
+                    us(pct(&lat, 0.99)),
+                    us(pct(&lat, 0.999))
+                ),
+            );
+        }
     }
     row(
         "RSS after the load, MiB",

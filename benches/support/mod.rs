@@ -73,6 +73,38 @@ pub fn cpu_user_kernel_secs(pid: &str) -> (f64, f64) {
     (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
+/// CPU seconds of every Postgres backend serving `db` (its command line names the database).
+// The cost and fleet benches use it, the e2e bench does not.
+#[allow(dead_code)]
+pub fn pg_backends_cpu(db: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmd.starts_with("postgres:") && cmd.contains(db)).then(|| cpu_secs(&pid))
+        })
+        .sum()
+}
+
+/// A row of CPU per event in µs, `total (user + kernel)`, from seconds over `events`.
+// The cost and fleet benches use it, the e2e bench does not.
+#[allow(dead_code)]
+pub fn cpu_per_event_row(name: &str, user: f64, kernel: f64, events: f64) {
+    let us = |secs: f64| secs * 1e6 / events;
+    row(
+        name,
+        format!(
+            "{:.1} ({:.1} + {:.1})",
+            us(user + kernel),
+            us(user),
+            us(kernel)
+        ),
+    );
+}
+
 /// The pid of the local `redis-server`, if one runs on this machine.
 pub fn redis_server_pid() -> Option<String> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

@@ -97,10 +97,7 @@ async fn one_daemon(threads: usize, rates: &[u32], secs: u64) {
         let rd = redis_pid.as_deref().map_or(f64::NAN, cpu_secs) - rd0;
         let events = (env.sim.events_sent() - sent0).max(1) as f64;
         let rows = (env.journal_rows().await - rows0).max(1) as f64;
-        let sent = env.sim.take_send_times();
-        env.sim.record_send_times(false);
-        let received = std::mem::take(&mut *got.lock().unwrap());
-        let lat = latencies(&sent, received);
+        let lat = matched_latencies(&env.sim, &got);
         row(
             &format!(
                 "{label}: events in {:.1} s / journal rows",

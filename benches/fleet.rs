@@ -219,11 +219,8 @@ async fn fleet() {
         let rd = redis_pid.as_deref().map_or(f64::NAN, cpu_secs) - rd0;
         let rows = (journal_rows().await - rows0).max(1) as f64;
         let delivered = (spot.events_sent() - sent0).max(1) as f64;
-        let sent = spot.take_send_times();
-        spot.record_send_times(false);
+        let lat = matched_latencies(&spot, &got);
         let _ = sub.send(());
-        let received = std::mem::take(&mut *got.lock().unwrap());
-        let lat = latencies(&sent, received);
         row(
             &format!(
                 "{label} ({accounts} accounts × {per_account} events): produced / delivered / rows"
@@ -277,11 +274,8 @@ async fn fleet() {
     let quiet_events = quiet.run(300, Some(20)).await;
     let busy_events = busy.await.unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent = spot.take_send_times();
-    spot.record_send_times(false);
+    let lat = matched_latencies(&spot, &got);
     let _ = sub.send(());
-    let received = std::mem::take(&mut *got.lock().unwrap());
-    let lat = latencies(&sent, received);
     row(
         &format!("busy s-0000: events at {busy_rate}/s"),
         busy_events.to_string(),

@@ -301,6 +301,20 @@ pub async fn settle() {
     }
 }
 
+/// Stops recording `sim`'s send times and matches them with what `got` (of
+/// `latency_subscriber`) received: the latencies, sorted.
+// The cost and fleet benches use it, the e2e bench does not.
+#[allow(dead_code)]
+pub fn matched_latencies(
+    sim: &acctstate::sim::Sim,
+    got: &Mutex<Vec<(Instant, i64)>>,
+) -> Vec<Duration> {
+    let sent = sim.take_send_times();
+    sim.record_send_times(false);
+    let received = std::mem::take(&mut *got.lock().unwrap());
+    latencies(&sent, received)
+}
+
 /// Send → receipt of each sent event (`Sim::take_send_times`) that a message carried (its first
 /// receipt, from `latency_subscriber`), sorted.
 pub fn latencies(sent: &[(i64, Instant)], received: Vec<(Instant, i64)>) -> Vec<Duration> {

@@ -93,15 +93,7 @@ impl CacheHandle {
 
     /// The whole cached account, copied, consistent at one seq.
     pub async fn view(&self) -> anyhow::Result<AccountView> {
-        self.read(|v| AccountView {
-            account_id: v.account_id.to_owned(),
-            market: v.market,
-            seq: v.seq,
-            balances: v.balances.clone(),
-            positions: v.positions.clone(),
-            open_orders: v.open_orders.clone(),
-        })
-        .await
+        self.read(|v| v.copied()).await
     }
 
     /// Runs `f` on the actor against the view, consistent at one seq, and returns its answer.

@@ -58,6 +58,20 @@ pub struct ViewRef<'a> {
     pub open_orders: &'a BTreeMap<String, Order>,
 }
 
+impl ViewRef<'_> {
+    /// The view, copied.
+    pub fn copied(&self) -> AccountView {
+        AccountView {
+            account_id: self.account_id.to_owned(),
+            market: self.market,
+            seq: self.seq,
+            balances: self.balances.clone(),
+            positions: self.positions.clone(),
+            open_orders: self.open_orders.clone(),
+        }
+    }
+}
+
 /// A bounded set of recently seen keys (stored as 64-bit hashes), oldest forgotten first.
 #[derive(Debug)]
 struct RecentSet {
@@ -199,14 +213,7 @@ impl AccountState {
     }
 
     pub fn view(&self) -> AccountView {
-        AccountView {
-            account_id: self.account_id.clone(),
-            market: self.market,
-            seq: self.last_seq,
-            balances: self.balances.clone(),
-            positions: self.positions.clone(),
-            open_orders: self.open_orders.clone(),
-        }
+        self.view_ref().copied()
     }
 
     /// The view, borrowed.

@@ -180,6 +180,9 @@ impl Task {
         // Registered with the timer once, not once per frame.
         let rotate = tokio::time::sleep_until(rotate_at);
         tokio::pin!(rotate);
+        // Likewise the cancellation waiter (made per frame it was a lock and a list insert).
+        let stopping = cancel.cancelled();
+        tokio::pin!(stopping);
         let reason = loop {
             let unanswered = async {
                 match pong_due {
@@ -194,7 +197,7 @@ impl Task {
                 }
             };
             tokio::select! {
-                _ = cancel.cancelled() => break "stopping".to_owned(),
+                _ = &mut stopping => break "stopping".to_owned(),
                 queued = room => {
                     // The session made room (or is gone: its frame goes with it); read on.
                     let single = matches!(self.routes, Routes::Single(_));

@@ -480,6 +480,9 @@ impl Stream {
         let reconcile_due = tokio::time::sleep_until(Instant::now());
         tokio::pin!(reconcile_due);
         let mut armed: Option<Instant> = None;
+        // The cancellation waiter, registered once rather than once per frame.
+        let stopping = cancel.cancelled();
+        tokio::pin!(stopping);
 
         loop {
             let due = reconcile_at.filter(|_| snapshot_task.is_none());
@@ -496,7 +499,7 @@ impl Stream {
                 }
             };
             tokio::select! {
-                _ = cancel.cancelled() => return End::Cancelled,
+                _ = &mut stopping => return End::Cancelled,
                 msg = inbox.recv() => {
                     let text = match msg {
                         Some(Inbound::Frame(t, _room)) => t,

@@ -127,19 +127,22 @@ pub async fn run(
                 Some(b) => pending.add(b, history_limit, &mut dropped),
                 None => break,
             }
-            let until = tokio::time::Instant::now() + linger;
-            while open && !linger.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => break,
-                    b = rx.recv() => match b {
-                        Some(b) => pending.add(b, history_limit, &mut dropped),
-                        None => open = false,
-                    },
-                }
+            // The linger sleeps without listening: changes wait in the channel, and the
+            // actor's sends wake nobody (listening meant a task poll and a timer re-armed per
+            // event). A closed channel is seen when it is drained.
+            if !linger.is_zero() {
+                tokio::time::sleep(linger).await;
             }
         }
-        while let Ok(b) = rx.try_recv() {
-            pending.add(b, history_limit, &mut dropped);
+        loop {
+            match rx.try_recv() {
+                Ok(b) => pending.add(b, history_limit, &mut dropped),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
         }
         m.queue_depth.set(pending.depth() as f64);
         if let Some(t) = pending.oldest {

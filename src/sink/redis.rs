@@ -430,23 +430,31 @@ pub async fn run(
     let mut up = false;
     let mut batches: Vec<ChangeBatch> = Vec::new();
     let mut open = true;
+    // One timer, re-armed only when what is due comes earlier or it fired: the probe's
+    // deadline moves with every publish, and re-arming per event cost a timer-wheel insert and
+    // removal each. Waking early is harmless (nothing is due yet: the loop sleeps again).
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
     while open {
         // No periodic tick: a quiet publisher wakes only when something is due (the first
         // snapshot's deadline, a resync retry, the probe), so an idle account costs one wake
         // per PROBE_EVERY, not four a second.
-        let wake = if awaiting_snapshot {
+        let wake = tokio::time::Instant::from_std(if awaiting_snapshot {
             started + FIRST_SNAPSHOT_WAIT
         } else if needs_resync {
             last_attempt.map_or_else(Instant::now, |t| t + RESYNC_RETRY)
         } else {
             confirmed + PROBE_EVERY
-        };
+        });
+        if timer.is_elapsed() || wake < timer.deadline() {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             b = rx.recv() => match b {
                 Some(b) => batches.push(b.changes),
                 None => open = false,
             },
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = &mut timer => {}
         }
         while let Ok(b) = rx.try_recv() {
             batches.push(b.changes);

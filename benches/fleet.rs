@@ -194,9 +194,20 @@ async fn fleet() {
         );
         let sent0 = spot.events_sent();
         let t0 = Instant::now();
+        // Each account starts at its own phase of the period: accounts trade independently,
+        // and a fleet whose accounts all fired in the same millisecond would measure a queue
+        // of 1,000 events every half second, not the rate (before session 6 it did).
+        let period = per_sec.map_or(Duration::ZERO, |p| Duration::from_secs(1) / p);
         let runs: Vec<_> = (0..accounts)
             .filter_map(|i| spot.account(i))
-            .map(|a| tokio::spawn(async move { a.run(per_account, per_sec).await }))
+            .enumerate()
+            .map(|(k, a)| {
+                let phase = period.mul_f64(k as f64 / accounts as f64);
+                tokio::spawn(async move {
+                    tokio::time::sleep(phase).await;
+                    a.run(per_account, per_sec).await
+                })
+            })
             .collect();
         let mut produced = 0usize;
         for run in runs {

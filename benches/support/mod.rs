@@ -152,6 +152,16 @@ impl Daemon {
         for (k, v) in vars {
             cmd.env(k, v);
         }
+        // `BENCH_DAEMON_ENV="K=V K=V"`: settings for the daemon under test (the bench's own
+        // ACCTSTATE__* are removed above), e.g. ACCTSTATE__POSTGRES__LINGER_MS=20 for a pair.
+        for kv in std::env::var("BENCH_DAEMON_ENV")
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -312,7 +322,39 @@ pub fn matched_latencies(
     let sent = sim.take_send_times();
     sim.record_send_times(false);
     let received = std::mem::take(&mut *got.lock().unwrap());
+    if let Ok(path) = std::env::var("BENCH_LATENCY_DUMP") {
+        dump_latencies(&path, &sent, &received);
+    }
     latencies(&sent, received)
+}
+
+/// `BENCH_LATENCY_DUMP=FILE`: appends "ms since the first send, latency µs" per matched event
+/// (to see when the slow ones happen: periodic work, a neighbour, a burst).
+fn dump_latencies(path: &str, sent: &[(i64, Instant)], received: &[(Instant, i64)]) {
+    use std::io::Write;
+    let first: std::collections::HashMap<i64, Instant> =
+        received.iter().rev().map(|(at, e)| (*e, *at)).collect();
+    let Some(t0) = sent.first().map(|s| s.1) else {
+        return;
+    };
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    for (e, at) in sent {
+        if let Some(r) = first.get(e) {
+            let _ = writeln!(
+                f,
+                "{:.3} {}",
+                at.duration_since(t0).as_secs_f64() * 1e3,
+                r.saturating_duration_since(*at).as_micros()
+            );
+        }
+    }
+    let _ = writeln!(f);
 }
 
 /// Send → receipt of each sent event (`Sim::take_send_times`) that a message carried (its first

@@ -328,8 +328,13 @@ impl Rewrite {
         fn fields<V: serde::Serialize>(
             map: &BTreeMap<String, V>,
         ) -> serde_json::Result<Vec<(String, String)>> {
+            // Each value at its exact size: serde_json's buffer doubles from 128 bytes, so an
+            // order's ~300 bytes held 512 — for 10,000 orders, 2 MB of the resync's peak.
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), serde_json::to_string(v)?)))
+                .map(|(k, v)| {
+                    let json = serde_json::to_string(v)?.into_boxed_str().into_string();
+                    Ok((k.clone(), json))
+                })
                 .collect()
         }
         Ok(Rewrite {

@@ -355,6 +355,37 @@ async fn resync(client: &Client, keys: &Keys, maxlen: u64, view: Rewrite) -> any
         && last_stream_seq(client, keys)
             .await?
             .is_some_and(|last| last > view.seq);
+    // The new hashes are written to staging keys first, 1,000 fields per HSET, each sent and
+    // answered before the next is made (inside a MULTI fred would hold every command, and the
+    // whole account's JSON twice, until EXEC); what was sent is freed as it goes. The MULTI
+    // then swaps them in with RENAME beside the SET and PUBLISH, so a reader still sees the old
+    // state or the new one, never a mix. A resync cut short leaves staging keys; the next one
+    // deletes them first.
+    let hashes = [
+        (keys.balances(), view.balances),
+        (keys.positions(), view.positions),
+        (keys.open_orders(), view.open_orders),
+    ];
+    let staging = |key: &str| format!("{key}:resync");
+    let _: () = client
+        .del(hashes.iter().map(|(k, _)| staging(k)).collect::<Vec<_>>())
+        .await?;
+    let mut staged = Vec::new();
+    for (key, fields) in hashes {
+        let to = staging(&key);
+        let mut fields = fields.into_iter().peekable();
+        if fields.peek().is_none() {
+            continue;
+        }
+        loop {
+            let chunk: Vec<(String, String)> = fields.by_ref().take(1000).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let _: () = client.hset(to.clone(), chunk).await?;
+        }
+        staged.push((to, key));
+    }
     let trx = client.multi();
     let mut gone = vec![keys.balances(), keys.positions(), keys.open_orders()];
     if stale_stream {
@@ -362,19 +393,8 @@ async fn resync(client: &Client, keys: &Keys, maxlen: u64, view: Rewrite) -> any
         gone.push(keys.changes());
     }
     let _: () = trx.del(gone).await?;
-    for (key, fields) in [
-        (keys.balances(), view.balances),
-        (keys.positions(), view.positions),
-        (keys.open_orders(), view.open_orders),
-    ] {
-        let mut fields = fields.into_iter();
-        loop {
-            let chunk: Vec<(String, String)> = fields.by_ref().take(1000).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let _: () = trx.hset(key.clone(), chunk).await?;
-        }
+    for (from, to) in staged {
+        let _: () = trx.rename(from, to).await?;
     }
     let _: () = trx.set(keys.seq(), view.seq, None, None, false).await?;
     let msg = serde_json::json!({

@@ -8,7 +8,7 @@ use acctstate::account::{
     Snapshot, Source, Update,
 };
 use acctstate::app::Core;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
 use sqlx::PgPool;
 
 use crate::common::*;
@@ -592,6 +592,11 @@ async fn redis_outage_ends_with_a_resync() {
         "Redis got changes through a cut connection"
     );
 
+    // What a resync cut short would leave behind: its staging hash with a field the cache does
+    // not hold. The next resync must start from an empty staging key.
+    let staging = format!("{prefix}:{account}:open_orders:resync");
+    let _: () = client.hset(&staging, ("BOGUS:1", "{}")).await.unwrap();
+
     proxy.restore();
     let status = format!("{prefix}:{account}:status");
     eventually(WAIT, "a resync status after the outage", || async {
@@ -607,6 +612,13 @@ async fn redis_outage_ends_with_a_resync() {
         RedisState::read(&client, &prefix, &account).await,
         RedisState::of_view(&view)
     );
+    for hash in ["balances", "positions", "open_orders"] {
+        let left: i64 = client
+            .exists(format!("{prefix}:{account}:{hash}:resync"))
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the staging key of {hash} was renamed into place");
+    }
     core.shutdown(DRAIN).await.unwrap();
     sub.stop().await;
     redis_cleanup(&prefix, &account).await;

@@ -372,11 +372,11 @@ async fn resync(client: &Client, keys: &Keys, maxlen: u64, view: Rewrite) -> any
         .await?;
     let mut staged = Vec::new();
     for (key, fields) in hashes {
-        let to = staging(&key);
-        let mut fields = fields.into_iter().peekable();
-        if fields.peek().is_none() {
+        if fields.is_empty() {
             continue;
         }
+        let to = staging(&key);
+        let mut fields = fields.into_iter();
         loop {
             let chunk: Vec<(String, String)> = fields.by_ref().take(1000).collect();
             if chunk.is_empty() {

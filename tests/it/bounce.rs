@@ -106,6 +106,11 @@ impl Bounce {
             ("ACCTSTATE__BINANCE__WS_URL", self.sim.ws_url()),
             // Twenty drops in a test: back off at most half a second.
             ("ACCTSTATE__BINANCE__RECONNECT_MAX_BACKOFF_MS", "500".into()),
+            // ... and twenty resyncs, each with its backfill, spend up to ~4,800 of the sim's
+            // 6,000 weight a minute: the default 80% share (4,800) would make the last resync
+            // wait, rightly, for the next minute, past the convergence deadline. These tests
+            // are about faults; the budget has its own (`fleet`).
+            ("ACCTSTATE__BINANCE__REST_WEIGHT_SHARE_PCT", "100".into()),
             ("BINANCE_API_KEY", DEMO_API_KEY.to_owned()),
             ("BINANCE_API_SECRET", DEMO_API_SECRET.to_owned()),
             ("DATABASE_URL", self.db_url.clone()),
@@ -264,7 +269,26 @@ impl Bounce {
 
     /// Converges, stops the daemon, and checks the journal, the fills and the volume.
     pub async fn finish(mut self, d: DaemonProcess, min_fills: usize, injected: &[String]) {
-        assert_converged(&self.sim, &self.observed(&d, injected)).await;
+        let sim = &self.sim;
+        if let Err(last) =
+            converged_within(|| sim.state(), sim.market(), &self.observed(&d, injected)).await
+        {
+            // The daemon's own account of the stream is what tells a stuck session from a slow
+            // one: its last state transitions go with the failure.
+            let transitions: Vec<String> = d
+                .logs()
+                .iter()
+                .filter(|l| l.get("event").is_some())
+                .map(|l| l.to_string())
+                .collect();
+            let tail = &transitions[transitions.len().saturating_sub(40)..];
+            panic!(
+                "not converged after {CONVERGE:?}: {last}\nthe sim's REST weight: highest minute {}, {} requests refused\nthe daemon's last state transitions:\n{}",
+                sim.max_used_weight_seen(),
+                sim.rate_limited_count(),
+                tail.join("\n")
+            );
+        }
         self.stop(d).await;
         self.assert_journal().await;
         self.assert_no_fill_missing().await;

@@ -1445,14 +1445,26 @@ pub async fn assert_converged_to(
     market: SimMarket,
     d: &Observed<'_>,
 ) {
+    if let Err(last) = converged_within(state, market, d).await {
+        panic!("not converged after {CONVERGE:?}: {last}");
+    }
+}
+
+/// Polls until the daemon's cache, Postgres and Redis all equal `state()`; the last
+/// difference when `CONVERGE` has passed.
+pub async fn converged_within(
+    state: impl Fn() -> SimState,
+    market: SimMarket,
+    d: &Observed<'_>,
+) -> Result<(), String> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let last = match check_converged_state(state(), market, d).await {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(e) => e,
         };
         if Instant::now() >= deadline {
-            panic!("not converged after {CONVERGE:?}: {last}");
+            return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

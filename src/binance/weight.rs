@@ -146,10 +146,13 @@ impl Budget {
                 None => return,
                 Some(d) => {
                     metrics::counter!("acctstate_rest_budget_waits_total", "market" => self.market.as_str()).increment(1);
-                    tracing::debug!(
+                    // Only the head of the queue waits here (the rest wait for its turn), so
+                    // this is one line per wait, and it is the one sign of why a resync is late.
+                    tracing::info!(
+                        event = "rest_budget_wait",
                         market = self.market.as_str(),
                         wait_ms = d.as_millis() as u64,
-                        "REST budget: waiting for the next minute"
+                        "REST budget: the minute's share is spent; waiting for the next minute"
                     );
                     tokio::time::sleep(d).await;
                 }
